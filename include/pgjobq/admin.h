@@ -1,0 +1,56 @@
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pgjobq/job.h"
+
+namespace pgjobq {
+
+// Creates or upgrades pgjobq's schema (the `pgjobq` schema in the connected
+// database). Safe to run again and from several processes at once: they
+// take turns on an advisory lock. Must be called outside a transaction.
+// Returns how many migrations were applied (0 when up to date). Throws
+// DatabaseError, ConnectionError.
+int migrate(PGconn* db);
+
+// The schema version this library needs.
+int schema_version() noexcept;
+
+// One queue's counts, from counters kept by enqueue and the worker.
+struct QueueStatus {
+  std::string queue;
+  std::int64_t pending = 0;
+  std::int64_t running = 0;
+  // Finished jobs still stored (pruning lowers these).
+  std::int64_t completed = 0;
+  std::int64_t failed = 0;
+  std::int64_t cancelled = 0;
+  // Age of the oldest pending job, if any is pending.
+  std::optional<std::chrono::microseconds> oldest_pending_age;
+};
+
+// Status of every queue (sorted by name), or of `queue` alone. The cost does
+// not grow with the number of finished jobs. Throws InvalidInput for an
+// invalid name, DatabaseError, ConnectionError.
+std::vector<QueueStatus> queue_status(PGconn* db,
+                                      std::optional<std::string_view> queue);
+
+// Deletes finished (completed, failed, cancelled) jobs that finished more
+// than `older_than` ago, in batches of `batch_size`, each its own
+// transaction, so it never holds locks for long. `progress`, if given, is
+// called after each batch with the rows deleted so far. Must be called
+// outside a transaction. Returns how many jobs were deleted.
+std::int64_t prune(
+    PGconn* db, std::chrono::microseconds older_than,
+    const std::function<void(std::int64_t deleted)>& progress = {},
+    int batch_size = 10000);
+
+}  // namespace pgjobq

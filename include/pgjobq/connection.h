@@ -1,0 +1,68 @@
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace pgjobq {
+
+// Owns a PGconn: PQfinish on destruction.
+struct PgConnDeleter {
+  void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
+};
+using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
+
+// Opens a PostgreSQL connection. `url` is a libpq URI or key=value string;
+// empty means DATABASE_URL if set, else libpq's own PG* variables. Throws
+// ConnectionError (the message names the server, never the password).
+// Thread-safe.
+PgConnPtr connect_database(std::string_view url = {});
+
+// `url` with any password replaced by "***", for messages and logs. Works on
+// postgres:// and redis:// URIs and on libpq key=value strings. Thread-safe.
+std::string redact(std::string_view url);
+
+// The Redis URL to use: `url` if not empty, else REDIS_URL, else
+// redis://127.0.0.1:6379.
+std::string redis_url_or_default(std::string_view url = {});
+
+// A link to Redis for publishing wake-ups and waiting for results.
+//
+// URLs: redis://[[user]:password@]host[:port][/db] and
+// unix:///path/to/redis.sock[?db=N&password=P]. AUTH and SELECT are sent on
+// every (re)connect. The link connects on first use and reconnects after a
+// failure, so one link survives a Redis restart. Redis holds nothing that
+// matters to pgjobq: callers treat its failures as lost wake-ups.
+//
+// Not thread-safe: use one link per thread.
+class RedisLink {
+ public:
+  // Parses `url` (see redis_url_or_default). Throws InvalidInput for a URL
+  // it cannot use. Does not connect.
+  explicit RedisLink(
+      std::string_view url = {},
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+  ~RedisLink();
+  RedisLink(RedisLink&&) noexcept;
+  RedisLink& operator=(RedisLink&&) noexcept;
+  RedisLink(const RedisLink&) = delete;
+  RedisLink& operator=(const RedisLink&) = delete;
+
+  // PUBLISH `message` on `channel`. Throws ConnectionError if Redis cannot
+  // be reached or answers with an error; the link reconnects on next use.
+  void publish(std::string_view channel, std::string_view message);
+
+  // The URL with its password redacted.
+  const std::string& url() const noexcept;
+
+  struct Impl;
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pgjobq

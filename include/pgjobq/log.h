@@ -1,0 +1,21 @@
+#pragma once
+
+#include <functional>
+#include <string_view>
+
+namespace pgjobq {
+
+enum class LogLevel { debug, info, warning, error };
+
+// Where pgjobq's log lines go. The default writes "pgjobq: <level>: <text>"
+// to stderr for info and above. Lines never contain passwords.
+using LogSink = std::function<void(LogLevel level, std::string_view text)>;
+
+// Replaces the sink for the whole process. Thread-safe; the sink itself is
+// called from worker threads and must be thread-safe too.
+void set_log_sink(LogSink sink);
+
+// Sends one line to the sink. Thread-safe.
+void log(LogLevel level, std::string_view text);
+
+}  // namespace pgjobq

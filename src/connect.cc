@@ -1,0 +1,125 @@
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pg/connection.h"
+#include "pgjobq/connection.h"
+#include "pgjobq/errors.h"
+#include "redis/connection.h"
+#include "redis_link.h"
+
+namespace pgjobq {
+namespace {
+
+// Every password libpq would use for `url`: from the URL itself and from
+// PGPASSWORD. Used to scrub messages, since libpq errors may quote the
+// connection string they failed to parse.
+std::vector<std::string> passwords_in(const std::string& url) {
+  std::vector<std::string> found;
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (error) PQfreemem(error);
+  if (options) {
+    for (PQconninfoOption* o = options; o->keyword; ++o) {
+      if (o->val && std::string_view(o->keyword) == "password" && *o->val) {
+        found.emplace_back(o->val);
+      }
+    }
+    PQconninfoFree(options);
+  }
+  if (const char* env = std::getenv("PGPASSWORD"); env && *env) {
+    found.emplace_back(env);
+  }
+  return found;
+}
+
+std::string scrub(std::string message,
+                  const std::vector<std::string>& secrets) {
+  for (const std::string& secret : secrets) {
+    for (std::size_t at = message.find(secret); at != std::string::npos;
+         at = message.find(secret, at)) {
+      message.replace(at, secret.size(), "***");
+    }
+  }
+  for (char& c : message) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  while (!message.empty() && message.back() == ' ') message.pop_back();
+  return message;
+}
+
+// Names the server for messages: the redacted URL, or what libpq settled on
+// when the URL was empty.
+std::string describe_target(const std::string& url, PGconn* conn) {
+  if (!url.empty()) return "\"" + redact(url) + "\"";
+  std::string where = "PostgreSQL";
+  if (conn && PQhost(conn)) {
+    where += std::string(" on ") + PQhost(conn);
+    if (PQport(conn) && *PQport(conn)) where += std::string(":") + PQport(conn);
+  }
+  return where + " (from PG* variables)";
+}
+
+}  // namespace
+
+PgConnPtr connect_database(std::string_view url_arg) {
+  std::string url(url_arg);
+  if (url.empty()) {
+    if (const char* env = std::getenv("DATABASE_URL"); env) url = env;
+  }
+  // A server that never answers must not hang the caller forever; honour
+  // the URL's or PGCONNECT_TIMEOUT's own setting when given (later keywords
+  // win, and the expanded URL comes after ours).
+  const char* timeout_env = std::getenv("PGCONNECT_TIMEOUT");
+  std::vector<const char*> keys{"fallback_application_name"};
+  std::vector<const char*> values{"pgjobq"};
+  if (!timeout_env || !*timeout_env) {
+    keys.push_back("connect_timeout");
+    values.push_back("10");
+  }
+  keys.push_back("dbname");
+  values.push_back(url.c_str());
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  PgConnPtr conn(PQconnectdbParams(keys.data(), values.data(), 1));
+  if (!conn) {
+    throw ConnectionError("cannot connect to PostgreSQL: out of memory");
+  }
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    throw ConnectionError("cannot connect to " +
+                          describe_target(url, conn.get()) + ": " +
+                          scrub(PQerrorMessage(conn.get()), passwords_in(url)));
+  }
+  return conn;
+}
+
+std::string redis_url_or_default(std::string_view url) {
+  if (!url.empty()) return std::string(url);
+  if (const char* env = std::getenv("REDIS_URL"); env && *env) return env;
+  return "redis://127.0.0.1:6379";
+}
+
+RedisLink::RedisLink(std::string_view url, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>(
+          Impl{redis::parse_url(redis_url_or_default(url)), timeout, {}})) {}
+
+RedisLink::~RedisLink() = default;
+RedisLink::RedisLink(RedisLink&&) noexcept = default;
+RedisLink& RedisLink::operator=(RedisLink&&) noexcept = default;
+
+void RedisLink::publish(std::string_view channel, std::string_view message) {
+  try {
+    std::string_view args[] = {"PUBLISH", channel, message};
+    impl_->connection().command(args);
+  } catch (const ConnectionError&) {
+    impl_->conn.reset();  // a failed hiredis context is never reused
+    throw;
+  }
+}
+
+const std::string& RedisLink::url() const noexcept {
+  return impl_->address.redacted;
+}
+
+}  // namespace pgjobq

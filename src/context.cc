@@ -1,0 +1,31 @@
+#include "context.h"
+
+#include <exception>
+
+#include "pgjobq/errors.h"
+
+namespace pgjobq {
+
+void rethrow_with_context(const std::string& doing) {
+  try {
+    throw;
+  } catch (const DatabaseError& e) {
+    throw DatabaseError(doing + ": " + e.what(), e.sqlstate());
+  } catch (const ConnectionError& e) {
+    throw ConnectionError(doing + ": " + e.what());
+  } catch (const InvalidInput& e) {
+    throw InvalidInput(doing + ": " + e.what());
+  } catch (const JobFailed& e) {
+    throw JobFailed(doing + ": " + e.what(), e.state(), e.stored_error());
+  } catch (const WrongState& e) {
+    throw WrongState(doing + ": " + e.what(), e.state());
+  } catch (const Timeout& e) {
+    throw Timeout(doing + ": " + e.what());
+  } catch (const NoSuchJob&) {
+    throw;  // "no job with id N" already says it all
+  } catch (const Error& e) {
+    throw Error(doing + ": " + e.what());
+  }
+}
+
+}  // namespace pgjobq

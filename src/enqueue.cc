@@ -1,0 +1,118 @@
+// The enqueue path: validate everything, then one statement in the caller's
+// transaction (two or three the first time a queue is used).
+
+#include "pgjobq/enqueue.h"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "context.h"
+#include "pg/connection.h"
+#include "pgjobq/errors.h"
+#include "sql/statements.h"
+#include "validate.h"
+
+namespace pgjobq {
+namespace {
+
+// Enqueues the payloads (a serialized JSON array of `count` elements).
+// Returns the ids in payload order, or nullopt if the limit refused.
+std::optional<std::vector<JobId>> insert(PGconn* db, std::string_view queue,
+                                         std::string payloads,
+                                         std::int64_t count,
+                                         std::int64_t limit) {
+  pg::Param params[] = {pg::param(queue), pg::param(limit), std::move(payloads),
+                        pg::param(count)};
+  pg::Result rows = pg::exec(db, sql::kInsertJobs, params);
+  if (rows.rows() == 1 && rows.is_null(0, 0)) {
+    // A queue this statement could not see. Create it (or wait for the
+    // transaction creating it), then try again with a fresh snapshot.
+    pg::Param name[] = {pg::param(queue)};
+    pg::exec(db, sql::kCreateQueue, name);
+    rows = pg::exec(db, sql::kInsertJobs, params);
+    if (rows.rows() == 1 && rows.is_null(0, 0)) {
+      throw Error("queue vanished while enqueuing");
+    }
+  }
+  if (rows.rows() == 0) return std::nullopt;  // the limit refused
+  if (rows.rows() != count) {
+    throw Error("inserted " + std::to_string(rows.rows()) + " jobs of " +
+                std::to_string(count));
+  }
+  // RETURNING gives no order guarantee; positions do.
+  std::vector<std::pair<std::int64_t, std::int64_t>> by_position;
+  by_position.reserve(static_cast<std::size_t>(count));
+  for (int r = 0; r < rows.rows(); ++r) {
+    by_position.emplace_back(rows.int64(r, 1), rows.int64(r, 0));
+  }
+  std::sort(by_position.begin(), by_position.end());
+  std::vector<JobId> ids;
+  ids.reserve(by_position.size());
+  for (const auto& [position, id] : by_position) ids.push_back(JobId{id});
+  return ids;
+}
+
+void check_limit(std::int64_t limit) {
+  if (limit <= 0) {
+    throw InvalidInput("the back-pressure limit must be positive, not " +
+                       std::to_string(limit));
+  }
+}
+
+}  // namespace
+
+std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
+                                 const nlohmann::json& data,
+                                 std::int64_t limit) {
+  return try_enqueue(db, queue, data, EnqueueOptions{limit});
+}
+
+std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
+                                 const nlohmann::json& data,
+                                 const EnqueueOptions& options) {
+  validate_queue_name(queue);
+  check_limit(options.limit);
+  std::string payload =
+      "[" + serialize_payload(data, options.max_payload_bytes, "job data") +
+      "]";
+  try {
+    auto ids = insert(db, queue, std::move(payload), 1, options.limit);
+    if (!ids) return std::nullopt;
+    return ids->front();
+  } catch (...) {
+    rethrow_with_context("enqueue on queue \"" + std::string(queue) + "\"");
+  }
+}
+
+JobId enqueue(PGconn* db, std::string_view queue, const nlohmann::json& data) {
+  auto id =
+      try_enqueue(db, queue, data, std::numeric_limits<std::int64_t>::max());
+  if (!id) throw Error("enqueue without a limit was refused");
+  return *id;
+}
+
+std::optional<std::vector<JobId>> enqueue_many(
+    PGconn* db, std::string_view queue, const std::vector<nlohmann::json>& jobs,
+    const EnqueueOptions& options) {
+  validate_queue_name(queue);
+  check_limit(options.limit);
+  if (jobs.empty()) return std::vector<JobId>{};
+  std::string payloads = "[";
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (i > 0) payloads += ',';
+    payloads += serialize_payload(jobs[i], options.max_payload_bytes,
+                                  "data of job " + std::to_string(i + 1));
+  }
+  payloads += ']';
+  try {
+    return insert(db, queue, std::move(payloads),
+                  static_cast<std::int64_t>(jobs.size()), options.limit);
+  } catch (...) {
+    rethrow_with_context("enqueue " + std::to_string(jobs.size()) +
+                         " jobs on queue \"" + std::string(queue) + "\"");
+  }
+}
+
+}  // namespace pgjobq

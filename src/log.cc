@@ -1,0 +1,61 @@
+#include "pgjobq/log.h"
+
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace pgjobq {
+namespace {
+
+std::mutex& sink_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+std::shared_ptr<const LogSink>& current_sink() {
+  static std::shared_ptr<const LogSink> sink;
+  return sink;
+}
+
+std::string_view level_name(LogLevel level) {
+  switch (level) {
+    case LogLevel::debug:
+      return "debug";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::warning:
+      return "warning";
+    case LogLevel::error:
+      return "error";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void set_log_sink(LogSink sink) {
+  auto shared = sink ? std::make_shared<const LogSink>(std::move(sink))
+                     : std::shared_ptr<const LogSink>();
+  std::lock_guard lock(sink_mutex());
+  current_sink() = std::move(shared);
+}
+
+void log(LogLevel level, std::string_view text) {
+  std::shared_ptr<const LogSink> sink;
+  {
+    std::lock_guard lock(sink_mutex());
+    sink = current_sink();
+  }
+  if (sink) {
+    (*sink)(level, text);
+    return;
+  }
+  if (level == LogLevel::debug) return;
+  // One write per line so lines from several threads do not interleave.
+  std::string line = "pgjobq: " + std::string(level_name(level)) + ": " +
+                     std::string(text) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+}  // namespace pgjobq

@@ -1,0 +1,169 @@
+#include "pg/connection.h"
+
+#include <charconv>
+#include <string>
+#include <vector>
+
+#include "pgjobq/errors.h"
+
+namespace pgjobq::pg {
+namespace {
+
+// libpq messages end in a newline and may span lines; ours are one line.
+std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '\n' || c == '\r') {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+[[noreturn]] void throw_connection_lost(PGconn* conn) {
+  std::string detail = one_line(PQerrorMessage(conn));
+  throw ConnectionError("connection to PostgreSQL lost" +
+                        (detail.empty() ? std::string() : ": " + detail));
+}
+
+struct ParamArrays {
+  std::vector<const char*> values;
+  explicit ParamArrays(std::span<const Param> params) {
+    values.reserve(params.size());
+    for (const Param& p : params) values.push_back(p ? p->c_str() : nullptr);
+  }
+  int count() const { return static_cast<int>(values.size()); }
+};
+
+}  // namespace
+
+std::int64_t Result::int64(int row, int col) const {
+  std::string_view s = text(row, col);
+  std::int64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size()) {
+    throw Error("unexpected value from PostgreSQL: \"" + std::string(s) +
+                "\" is not an integer");
+  }
+  return value;
+}
+
+std::int64_t Result::affected() const {
+  const char* n = PQcmdTuples(result_.get());
+  return n[0] == '\0' ? 0 : std::stoll(n);
+}
+
+Result check(PGconn* conn, PGresult* raw) {
+  ResultPtr result(raw);
+  if (!result) throw_connection_lost(conn);
+  switch (PQresultStatus(result.get())) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+      return Result(std::move(result));
+    case PGRES_PIPELINE_ABORTED:
+      throw DatabaseError("statement skipped after an earlier error", "");
+    default:
+      break;
+  }
+  if (PQstatus(conn) == CONNECTION_BAD) throw_connection_lost(conn);
+  const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+  const char* primary =
+      PQresultErrorField(result.get(), PG_DIAG_MESSAGE_PRIMARY);
+  std::string message =
+      one_line(primary ? primary : PQresultErrorMessage(result.get()));
+  std::string sqlstate = state ? state : "";
+  // An unmigrated database is the commonest first-run mistake; say so.
+  if (sqlstate == "3F000" || sqlstate == "42P01" || sqlstate == "42704") {
+    message += " (is the pgjobq schema missing? run `pgjobq migrate`)";
+  }
+  // Server-side failures that mean the session is over (admin shutdown,
+  // crash recovery) are connection errors to our callers.
+  if (sqlstate.starts_with("57P") || sqlstate.starts_with("08")) {
+    throw ConnectionError("connection to PostgreSQL lost: " + message);
+  }
+  throw DatabaseError(message, sqlstate);
+}
+
+Result exec(PGconn* conn, const Statement& statement,
+            std::span<const Param> params) {
+  ParamArrays arrays(params);
+  return check(conn, PQexecParams(conn, statement.text, arrays.count(), nullptr,
+                                  arrays.values.data(), nullptr, nullptr, 0));
+}
+
+Result exec_script(PGconn* conn, const char* sql) {
+  return check(conn, PQexec(conn, sql));
+}
+
+Connection Connection::open(std::string_view url) {
+  return Connection(connect_database(url));
+}
+
+void Connection::prepare(const Statement& statement) {
+  if (is_prepared(statement)) return;
+  check(conn_.get(),
+        PQprepare(conn_.get(), statement.name, statement.text, 0, nullptr));
+  prepared_.insert(statement.name);
+}
+
+Result Connection::exec(const Statement& statement,
+                        std::span<const Param> params) {
+  prepare(statement);
+  ParamArrays arrays(params);
+  return check(conn_.get(),
+               PQexecPrepared(conn_.get(), statement.name, arrays.count(),
+                              arrays.values.data(), nullptr, nullptr, 0));
+}
+
+std::vector<Result> run_pipeline(Connection& conn,
+                                 std::span<const Call> calls) {
+  PGconn* c = conn.get();
+  for (const Call& call : calls) {
+    if (!conn.is_prepared(*call.statement)) {
+      throw Error(std::string("internal error: statement ") +
+                  call.statement->name + " piped before being prepared");
+    }
+  }
+  if (PQenterPipelineMode(c) != 1) throw_connection_lost(c);
+  bool sent = true;
+  for (const Call& call : calls) {
+    ParamArrays arrays(call.params);
+    if (PQsendQueryPrepared(c, call.statement->name, arrays.count(),
+                            arrays.values.data(), nullptr, nullptr, 0) != 1) {
+      sent = false;
+      break;
+    }
+  }
+  if (!sent || PQpipelineSync(c) != 1) {
+    PQexitPipelineMode(c);
+    throw_connection_lost(c);
+  }
+  // Read every result up to the sync point before judging any of them.
+  std::vector<ResultPtr> raw;
+  raw.reserve(calls.size());
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    ResultPtr r(PQgetResult(c));
+    if (!r) break;  // the connection is gone
+    while (ResultPtr extra{PQgetResult(c)}) {
+      // A statement yields one result, then NULL; anything else is odd
+      // enough to keep the first and drop the rest.
+    }
+    raw.push_back(std::move(r));
+  }
+  if (raw.size() == calls.size()) {
+    ResultPtr sync(PQgetResult(c));
+  }
+  PQexitPipelineMode(c);
+  std::vector<Result> results;
+  results.reserve(raw.size());
+  for (ResultPtr& r : raw) results.push_back(check(c, r.release()));
+  if (results.size() != calls.size()) throw_connection_lost(c);
+  return results;
+}
+
+}  // namespace pgjobq::pg

@@ -1,0 +1,129 @@
+#pragma once
+
+// The libpq edge: owned connections, results, and the one place statements
+// are executed. Knows nothing of jobs.
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "pgjobq/connection.h"
+
+namespace pgjobq::pg {
+
+template <auto Free>
+struct Deleter {
+  void operator()(auto* p) const noexcept { Free(p); }
+};
+using ResultPtr = std::unique_ptr<PGresult, Deleter<PQclear>>;
+
+// A statement parameter in text format; nullopt is SQL NULL.
+using Param = std::optional<std::string>;
+
+// A named SQL statement. Owned connections prepare it under `name` on first
+// use; borrowed ones run `text` as an unnamed statement, since a caller's
+// connection may sit behind a pooler or have its statements deallocated.
+struct Statement {
+  const char* name;
+  const char* text;
+};
+
+// The rows of a successful statement. Column accessors take (row, column).
+class Result {
+ public:
+  explicit Result(ResultPtr result) noexcept : result_(std::move(result)) {}
+
+  int rows() const noexcept { return PQntuples(result_.get()); }
+  bool is_null(int row, int col) const noexcept {
+    return PQgetisnull(result_.get(), row, col) != 0;
+  }
+  std::string_view text(int row, int col) const noexcept {
+    return {PQgetvalue(result_.get(), row, col),
+            static_cast<std::size_t>(PQgetlength(result_.get(), row, col))};
+  }
+  std::optional<std::string_view> optional_text(int row,
+                                                int col) const noexcept {
+    if (is_null(row, col)) return std::nullopt;
+    return text(row, col);
+  }
+  std::int64_t int64(int row, int col) const;
+  bool boolean(int row, int col) const noexcept {
+    return text(row, col) == "t";
+  }
+  // Rows changed by an INSERT, UPDATE or DELETE without RETURNING.
+  std::int64_t affected() const;
+
+ private:
+  ResultPtr result_;
+};
+
+// Checks a result from libpq: returns it if the statement succeeded, else
+// throws ConnectionError (the connection is gone) or DatabaseError (with the
+// server's SQLSTATE and primary message on one line).
+Result check(PGconn* conn, PGresult* result);
+
+// Runs one statement with text parameters on any connection and returns its
+// rows. Throws as check() does.
+Result exec(PGconn* conn, const Statement& statement,
+            std::span<const Param> params = {});
+
+// Runs SQL text without parameters, possibly several statements (simple
+// query protocol, for migrations and BEGIN/COMMIT). Returns the last result.
+Result exec_script(PGconn* conn, const char* sql);
+
+// Renders a value as a text parameter.
+inline Param param(std::int64_t value) { return std::to_string(value); }
+inline Param param(std::string value) { return value; }
+inline Param param(std::string_view value) { return std::string(value); }
+inline Param param(const char* value) { return std::string(value); }
+inline Param param(bool value) { return value ? "t" : "f"; }
+
+// An owned connection that prepares statements on first use.
+class Connection {
+ public:
+  // Connects to `url` (see pgjobq::connect_database). Throws ConnectionError.
+  static Connection open(std::string_view url);
+
+  explicit Connection(PgConnPtr conn) noexcept : conn_(std::move(conn)) {}
+
+  PGconn* get() const noexcept { return conn_.get(); }
+  bool alive() const noexcept {
+    return conn_ && PQstatus(conn_.get()) == CONNECTION_OK;
+  }
+
+  // Runs `statement`, preparing it on this connection the first time.
+  Result exec(const Statement& statement, std::span<const Param> params = {});
+
+  // Prepares `statement` on this connection unless it already is. Pipelines
+  // need their statements prepared before they start.
+  void prepare(const Statement& statement);
+  bool is_prepared(const Statement& statement) const noexcept {
+    return prepared_.contains(statement.name);
+  }
+
+ private:
+  PgConnPtr conn_;
+  std::unordered_set<std::string_view> prepared_;
+};
+
+// One statement of a pipeline.
+struct Call {
+  const Statement* statement;
+  std::vector<Param> params;
+};
+
+// Sends every call in one round trip (libpq pipeline mode) and returns their
+// results in order. The statements must already be prepared on `conn`. If
+// one fails, the server skips the rest; this throws the first error (as
+// check() does) after reading everything, so `conn` stays usable unless it
+// was lost. Wrap the calls in BEGIN ... COMMIT to make them one transaction.
+std::vector<Result> run_pipeline(Connection& conn, std::span<const Call> calls);
+
+}  // namespace pgjobq::pg

@@ -1,0 +1,237 @@
+#include "queue_session.h"
+
+#include <poll.h>
+
+#include <cerrno>
+#include <cstring>
+#include <unordered_map>
+
+#include "pgjobq/errors.h"
+#include "sql/statements.h"
+
+namespace pgjobq {
+namespace {
+
+const pg::Statement* const kWorkerStatements[] = {
+    &sql::kClaimJobs,   &sql::kFinishJobs, &sql::kRequeueJobs,
+    &sql::kReleaseJobs, &sql::kNoteError,  &sql::kBegin,
+    &sql::kCommit,      &sql::kRollback,   &sql::kResumePoint,
+    &sql::kQueueId,     &sql::kLockQueue};
+
+std::vector<ClaimedJob> parse_claimed(const pg::Result& rows) {
+  std::vector<ClaimedJob> jobs;
+  jobs.reserve(static_cast<std::size_t>(rows.rows()));
+  for (int r = 0; r < rows.rows(); ++r) {
+    ClaimedJob job;
+    job.id = JobId{rows.int64(r, 0)};
+    job.position = rows.int64(r, 1);
+    job.attempt = static_cast<int>(rows.int64(r, 2));
+    job.spent = rows.boolean(r, 4);
+    if (!job.spent) job.data = nlohmann::json::parse(rows.text(r, 3));
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+pg::Param claim_params_limit(int limit) {
+  return pg::param(std::int64_t{limit});
+}
+
+}  // namespace
+
+QueueSession::QueueSession(const std::string& db_url, std::string queue)
+    : queue_(std::move(queue)), conn_(pg::Connection::open(db_url)) {
+  for (const pg::Statement* s : kWorkerStatements) conn_.prepare(*s);
+}
+
+bool QueueSession::resolve_queue() {
+  pg::Param params[] = {pg::param(queue_)};
+  pg::Result row = conn_.exec(sql::kQueueId, params);
+  if (row.rows() == 0) return false;
+  queue_id_ = static_cast<std::int32_t>(row.int64(0, 0));
+  return true;
+}
+
+void QueueSession::request_lock() {
+  pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
+  const char* values[] = {params[0]->c_str()};
+  if (PQsendQueryPrepared(conn_.get(), sql::kLockQueue.name, 1, values, nullptr,
+                          nullptr, 0) != 1) {
+    pg::check(conn_.get(), nullptr);
+  }
+  lock_requested_ = true;
+}
+
+bool QueueSession::await_lock(std::chrono::milliseconds timeout, int wake_fd) {
+  PGconn* c = conn_.get();
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (PQisBusy(c)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    int ready = poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno != EINTR) {
+      throw ConnectionError(std::string("waiting for the queue lock: poll: ") +
+                            std::strerror(errno));
+    }
+    if (ready <= 0) continue;
+    if (wake_fd >= 0 && fds[1].revents != 0) return false;
+    if (PQconsumeInput(c) != 1) pg::check(c, nullptr);
+  }
+  lock_requested_ = false;
+  pg::check(c, PQgetResult(c));
+  // The NULL that ends the statement's results.
+  pg::ResultPtr end(PQgetResult(c));
+  return true;
+}
+
+void QueueSession::cancel_lock_wait() {
+  if (!lock_requested_) return;
+  PGconn* c = conn_.get();
+  if (PGcancel* cancel = PQgetCancel(c)) {
+    char error[256];
+    PQcancel(cancel, error, sizeof error);
+    PQfreeCancel(cancel);
+  }
+  // Drain: either the cancel error or, if the lock came first, success
+  // (the lock then goes with the connection).
+  while (pg::ResultPtr r{PQgetResult(c)}) {
+  }
+  lock_requested_ = false;
+}
+
+void QueueSession::resume() {
+  pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
+  pg::Result row = conn_.exec(sql::kResumePoint, params);
+  if (row.rows() != 1) {
+    throw Error("queue \"" + queue_ + "\" has no progress row");
+  }
+  handled_ = row.int64(0, 0);
+  recovery_until_ = row.is_null(0, 1) ? 0 : row.int64(0, 1);
+}
+
+std::vector<ClaimedJob> QueueSession::claim(std::int64_t after, int limit,
+                                            int max_attempts) {
+  pg::Param params[] = {pg::param(std::int64_t{queue_id_}), pg::param(after),
+                        claim_params_limit(limit),
+                        pg::param(std::int64_t{max_attempts})};
+  return parse_claimed(conn_.exec(sql::kClaimJobs, params));
+}
+
+FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
+                                std::int64_t claim_after, int claim_limit,
+                                int max_attempts, bool in_transaction) {
+  nlohmann::json finish = nlohmann::json::array();
+  nlohmann::json requeue = nlohmann::json::array();
+  nlohmann::json release = nlohmann::json::array();
+  std::unordered_map<std::int64_t, const Outcome*> by_id;
+  for (const Outcome& o : outcomes) {
+    by_id[o.id.value] = &o;
+    switch (o.kind) {
+      case Outcome::Kind::completed:
+        finish.push_back({{"id", o.id.value},
+                          {"attempt", o.attempt},
+                          {"state", "completed"},
+                          {"result", o.result}});
+        break;
+      case Outcome::Kind::failed:
+        finish.push_back({{"id", o.id.value},
+                          {"attempt", o.attempt},
+                          {"state", "failed"},
+                          {"error", o.error}});
+        break;
+      case Outcome::Kind::requeued:
+        requeue.push_back({{"id", o.id.value}, {"attempt", o.attempt}});
+        break;
+      case Outcome::Kind::errored:
+        release.push_back({{"id", o.id.value},
+                           {"attempt", o.attempt},
+                           {"error", o.error},
+                           {"uncount", false}});
+        break;
+      case Outcome::Kind::unclaimed:
+        release.push_back({{"id", o.id.value},
+                           {"attempt", o.attempt},
+                           {"error", nullptr},
+                           {"uncount", true}});
+        break;
+    }
+  }
+
+  pg::Param queue_id = pg::param(std::int64_t{queue_id_});
+  std::vector<pg::Call> calls;
+  int statements = (finish.empty() ? 0 : 1) + (requeue.empty() ? 0 : 1) +
+                   (release.empty() ? 0 : 1) + (claim_limit > 0 ? 1 : 0);
+  // One statement commits atomically on its own; several need a
+  // transaction, which the pipeline opens and commits in the same trip.
+  bool wrap = !in_transaction && statements > 1;
+  if (wrap) calls.push_back({&sql::kBegin, {}});
+  int finish_at = -1, claim_at = -1;
+  if (!finish.empty()) {
+    finish_at = static_cast<int>(calls.size());
+    calls.push_back({&sql::kFinishJobs, {queue_id, finish.dump()}});
+  }
+  if (!requeue.empty()) {
+    calls.push_back({&sql::kRequeueJobs, {queue_id, requeue.dump()}});
+  }
+  if (!release.empty()) {
+    calls.push_back({&sql::kReleaseJobs, {queue_id, release.dump()}});
+  }
+  if (claim_limit > 0) {
+    claim_at = static_cast<int>(calls.size());
+    calls.push_back(
+        {&sql::kClaimJobs,
+         {queue_id, pg::param(claim_after), claim_params_limit(claim_limit),
+          pg::param(std::int64_t{max_attempts})}});
+  }
+  if (wrap || in_transaction) calls.push_back({&sql::kCommit, {}});
+
+  FlushResult out;
+  if (calls.empty()) return out;
+  std::vector<pg::Result> results;
+  try {
+    results = pg::run_pipeline(conn_, calls);
+  } catch (const DatabaseError&) {
+    // The transaction is aborted; end it so the connection is usable.
+    if (PQtransactionStatus(conn_.get()) == PQTRANS_INERROR) {
+      PQclear(PQexec(conn_.get(), "ROLLBACK"));
+    }
+    throw;
+  }
+  int applied = 0;
+  if (finish_at >= 0) {
+    const pg::Result& done = results[static_cast<std::size_t>(finish_at)];
+    for (int r = 0; r < done.rows(); ++r) {
+      std::int64_t id = done.int64(r, 0);
+      const Outcome* o = by_id.at(id);
+      out.finished.emplace_back(JobId{id}, o->kind == Outcome::Kind::completed
+                                               ? o->result.dump()
+                                               : "null");
+    }
+    applied += done.rows();
+  }
+  // Requeues and releases that did not apply are stale as well; their
+  // counts come from the rows each statement returned.
+  std::size_t index = wrap ? 1 : 0;
+  if (finish_at >= 0) ++index;
+  if (!requeue.empty()) applied += results[index++].rows();
+  if (!release.empty()) applied += results[index++].rows();
+  out.stale = static_cast<int>(outcomes.size()) - applied;
+  if (claim_at >= 0) {
+    out.claimed = parse_claimed(results[static_cast<std::size_t>(claim_at)]);
+  }
+  return out;
+}
+
+void QueueSession::begin() { conn_.exec(sql::kBegin); }
+
+void QueueSession::rollback() { conn_.exec(sql::kRollback); }
+
+void QueueSession::note_error(JobId id, int attempt, const std::string& error) {
+  pg::Param params[] = {pg::param(id.value), pg::param(std::int64_t{attempt}),
+                        pg::param(error)};
+  conn_.exec(sql::kNoteError, params);
+}
+
+}  // namespace pgjobq

@@ -1,0 +1,117 @@
+#pragma once
+
+// A worker's session on one queue: its own PostgreSQL connection, the
+// queue's advisory lock, and the statements that claim and finish jobs.
+// The worker loop (worker.cc) decides what to do; this file says how, in as
+// few round trips as possible.
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pg/connection.h"
+#include "pgjobq/job.h"
+
+namespace pgjobq {
+
+// A job this session has claimed (marked running, attempt counted).
+struct ClaimedJob {
+  JobId id;
+  std::int64_t position = 0;
+  // The attempt this claim counted (1 for the first run). For a spent job,
+  // the attempts already made.
+  int attempt = 0;
+  nlohmann::json data;
+  // Tried max_attempts times already: not claimed, to be marked failed.
+  bool spent = false;
+};
+
+// What became of a claimed job, waiting to be committed.
+struct Outcome {
+  enum class Kind {
+    completed,  // result is the handler's result
+    failed,     // final: error says why (max attempts)
+    requeued,   // sent to the back of the queue
+    errored,    // handler error: back to pending, error recorded
+    unclaimed,  // claimed but never started: attempt taken back
+  };
+  Kind kind;
+  JobId id;
+  int attempt = 0;
+  nlohmann::json result;
+  std::string error;
+};
+
+// Everything one flush committed, for publishing afterwards.
+struct FlushResult {
+  // Jobs whose final state was recorded, with the message to publish on
+  // their channel (the result JSON, or null for a failed job).
+  std::vector<std::pair<JobId, std::string>> finished;
+  // Outcomes that did not apply: the job was no longer this attempt.
+  int stale = 0;
+  // Jobs claimed by the same transaction.
+  std::vector<ClaimedJob> claimed;
+};
+
+class QueueSession {
+ public:
+  // Connects and prepares the worker's statements. Throws ConnectionError.
+  QueueSession(const std::string& db_url, std::string queue);
+
+  const std::string& queue() const noexcept { return queue_; }
+  PGconn* conn() const noexcept { return conn_.get(); }
+  bool alive() const noexcept { return conn_.alive(); }
+
+  // Looks up (or creates) the queue. Throws on failure; returns false if the
+  // queue's row is being created by an uncommitted transaction.
+  bool resolve_queue();
+  std::int32_t queue_id() const noexcept { return queue_id_; }
+
+  // Asks for the queue's lock and returns at once; take_lock() waits.
+  void request_lock();
+  // Waits up to `timeout` for the lock requested by request_lock(). Returns
+  // true once held. `wake_fd` (if >= 0) readable interrupts the wait, and
+  // cancel_lock_wait() then withdraws the request. Throws ConnectionError.
+  bool await_lock(std::chrono::milliseconds timeout, int wake_fd);
+  // Cancels a pending lock request and reads its (cancelled) result.
+  void cancel_lock_wait();
+
+  // Reads the cursor and the last position of jobs a dead worker left
+  // running (recovery_until, 0 if none). Call once the lock is held.
+  void resume();
+  std::int64_t handled_position() const noexcept { return handled_; }
+  std::int64_t recovery_until() const noexcept { return recovery_until_; }
+
+  // Claims up to `limit` head jobs after `after` (autocommit).
+  std::vector<ClaimedJob> claim(std::int64_t after, int limit,
+                                int max_attempts);
+
+  // Commits `outcomes` in one transaction and one round trip, claiming up
+  // to `claim_limit` more jobs after `claim_after` in the same transaction
+  // if claim_limit > 0. With `in_transaction`, a transaction is already
+  // open (a transactional handler's), and this commits it.
+  FlushResult flush(const std::vector<Outcome>& outcomes,
+                    std::int64_t claim_after, int claim_limit, int max_attempts,
+                    bool in_transaction = false);
+
+  // BEGIN, for a handler that works inside the completing transaction.
+  void begin();
+  // ROLLBACK of that transaction (after a handler error).
+  void rollback();
+
+  // Notes `error` on a running job without changing its state.
+  void note_error(JobId id, int attempt, const std::string& error);
+
+ private:
+  std::string queue_;
+  pg::Connection conn_;
+  std::int32_t queue_id_ = 0;
+  std::int64_t handled_ = 0;
+  std::int64_t recovery_until_ = 0;
+  bool lock_requested_ = false;
+};
+
+}  // namespace pgjobq

@@ -1,0 +1,282 @@
+#include "redis/connection.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "pgjobq/errors.h"
+
+namespace pgjobq::redis {
+namespace {
+
+// hiredis writes with write(2), which raises SIGPIPE when Redis has closed
+// the socket, and the default action kills the process. A library must not
+// change the process's signal dispositions, so, like libpq, block SIGPIPE in
+// this thread around each call and swallow one we caused.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() noexcept {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old_mask_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~SigpipeGuard() {
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        timespec zero{};
+        sigtimedwait(&pipe, nullptr, &zero);
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t old_mask_{};
+  bool was_pending_ = false;
+};
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+struct Argv {
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  explicit Argv(std::span<const std::string_view> args) {
+    ptrs.reserve(args.size());
+    lens.reserve(args.size());
+    for (std::string_view a : args) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+  }
+  int count() const { return static_cast<int>(ptrs.size()); }
+};
+
+}  // namespace
+
+Connection Connection::open(const Address& address,
+                            std::chrono::milliseconds timeout) {
+  timeval tv = to_timeval(timeout);
+  ContextPtr context(
+      address.unix_path.empty()
+          ? redisConnectWithTimeout(address.host.c_str(), address.port, tv)
+          : redisConnectUnixWithTimeout(address.unix_path.c_str(), tv));
+  if (!context) {
+    throw ConnectionError("cannot reach Redis at " + address.redacted +
+                          ": out of memory");
+  }
+  if (context->err) {
+    throw ConnectionError("cannot reach Redis at " + address.redacted + ": " +
+                          context->errstr);
+  }
+  if (redisSetTimeout(context.get(), tv) != REDIS_OK) {
+    throw ConnectionError("cannot set a timeout on the Redis connection to " +
+                          address.redacted);
+  }
+  Connection conn(std::move(context), address.redacted);
+  if (!address.password.empty()) {
+    if (address.user.empty()) {
+      std::string_view args[] = {"AUTH", address.password};
+      conn.command(args);
+    } else {
+      std::string_view args[] = {"AUTH", address.user, address.password};
+      conn.command(args);
+    }
+  }
+  if (address.db != 0) {
+    std::string db = std::to_string(address.db);
+    std::string_view args[] = {"SELECT", db};
+    conn.command(args);
+  }
+  return conn;
+}
+
+void Connection::fail(std::string_view doing) const {
+  std::string detail = context_->err ? context_->errstr : "unknown error";
+  throw ConnectionError("Redis at " + where_ + ": " + std::string(doing) +
+                        " failed: " + detail);
+}
+
+ReplyPtr Connection::command(std::span<const std::string_view> args) {
+  append(args);
+  return reply();
+}
+
+void Connection::append(std::span<const std::string_view> args) {
+  Argv argv(args);
+  if (redisAppendCommandArgv(context_.get(), argv.count(), argv.ptrs.data(),
+                             argv.lens.data()) != REDIS_OK) {
+    fail(args.empty() ? "command" : args[0]);
+  }
+}
+
+ReplyPtr Connection::reply() {
+  SigpipeGuard guard;
+  void* raw = nullptr;
+  if (redisGetReply(context_.get(), &raw) != REDIS_OK || raw == nullptr) {
+    fail("reading a reply");
+  }
+  ReplyPtr reply(static_cast<redisReply*>(raw));
+  if (reply->type == REDIS_REPLY_ERROR) {
+    // The server's error text never holds our password (it says
+    // "WRONGPASS invalid username-password pair", for one).
+    std::string text(reply->str, reply->len);
+    throw ConnectionError("Redis at " + where_ + " refused: " + text);
+  }
+  return reply;
+}
+
+Subscriber Subscriber::open(const Address& address,
+                            std::chrono::milliseconds timeout) {
+  return Subscriber(Connection::open(address, timeout));
+}
+
+ReplyPtr Subscriber::buffered_reply() {
+  void* raw = nullptr;
+  if (redisGetReplyFromReader(conn_.get(), &raw) != REDIS_OK) {
+    throw ConnectionError("Redis at " + conn_.where() +
+                          ": unreadable reply: " + conn_.get()->errstr);
+  }
+  if (raw) last_reply_ = std::chrono::steady_clock::now();
+  return ReplyPtr(static_cast<redisReply*>(raw));
+}
+
+void Subscriber::ping() {
+  std::string_view args[] = {"PING"};
+  SigpipeGuard guard;
+  conn_.append(args);
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(conn_.get(), &done) != REDIS_OK) {
+      throw ConnectionError("Redis at " + conn_.where() +
+                            ": PING failed: " + conn_.get()->errstr);
+    }
+  }
+}
+
+ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
+                                int wake_fd) {
+  using SteadyClock = std::chrono::steady_clock;
+  auto deadline = SteadyClock::now() + timeout;
+  while (true) {
+    if (ReplyPtr reply = buffered_reply()) return reply;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - SteadyClock::now());
+    if (left.count() < 0) return nullptr;
+    pollfd fds[2] = {{conn_.fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    // Round up so a sub-millisecond remainder still waits.
+    int ms = static_cast<int>(std::min<long long>(left.count() + 1, 1 << 30));
+    int ready = poll(fds, wake_fd >= 0 ? 2 : 1, ms);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      throw ConnectionError("Redis at " + conn_.where() +
+                            ": poll failed: " + std::strerror(errno));
+    }
+    if (ready == 0) return nullptr;
+    if (wake_fd >= 0 && fds[1].revents != 0) return nullptr;
+    if (redisBufferRead(conn_.get()) != REDIS_OK) {
+      throw ConnectionError("Redis at " + conn_.where() +
+                            ": connection lost: " + conn_.get()->errstr);
+    }
+  }
+}
+
+namespace {
+
+bool is_kind(const redisReply* reply, std::string_view kind) {
+  return reply->type == REDIS_REPLY_ARRAY && reply->elements >= 3 &&
+         reply->element[0]->type == REDIS_REPLY_STRING &&
+         std::string_view(reply->element[0]->str, reply->element[0]->len) ==
+             kind;
+}
+
+std::string element_text(const redisReply* reply, std::size_t i) {
+  const redisReply* e = reply->element[i];
+  if (e->type != REDIS_REPLY_STRING) return {};
+  return std::string(e->str, e->len);
+}
+
+}  // namespace
+
+void Subscriber::subscribe(std::span<const std::string> channels) {
+  if (channels.empty()) return;
+  std::vector<std::string_view> args{"SUBSCRIBE"};
+  for (const std::string& c : channels) args.push_back(c);
+  {
+    SigpipeGuard guard;
+    conn_.append(args);
+    int done = 0;
+    while (!done) {
+      if (redisBufferWrite(conn_.get(), &done) != REDIS_OK) {
+        throw ConnectionError("Redis at " + conn_.where() +
+                              ": SUBSCRIBE failed: " + conn_.get()->errstr);
+      }
+    }
+  }
+  std::size_t confirmed = 0;
+  while (confirmed < channels.size()) {
+    ReplyPtr reply = read_reply(std::chrono::milliseconds(5000), -1);
+    if (!reply) {
+      throw ConnectionError("Redis at " + conn_.where() +
+                            ": no answer to SUBSCRIBE");
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+      throw ConnectionError(
+          "Redis at " + conn_.where() +
+          " refused SUBSCRIBE: " + std::string(reply->str, reply->len));
+    }
+    if (is_kind(reply.get(), "subscribe")) {
+      ++confirmed;
+    } else if (is_kind(reply.get(), "message")) {
+      early_.push_back(
+          {element_text(reply.get(), 1), element_text(reply.get(), 2)});
+    }
+  }
+}
+
+std::optional<Message> Subscriber::next(std::chrono::milliseconds timeout,
+                                        int wake_fd) {
+  if (!early_.empty()) {
+    Message m = std::move(early_.front());
+    early_.erase(early_.begin());
+    return m;
+  }
+  using SteadyClock = std::chrono::steady_clock;
+  auto deadline = SteadyClock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - SteadyClock::now());
+    ReplyPtr reply =
+        read_reply(std::max(left, std::chrono::milliseconds(0)), wake_fd);
+    if (!reply) return std::nullopt;
+    if (is_kind(reply.get(), "message")) {
+      return Message{element_text(reply.get(), 1),
+                     element_text(reply.get(), 2)};
+    }
+    // Subscription confirmations and other pushes are not messages.
+    if (SteadyClock::now() >= deadline) return std::nullopt;
+  }
+}
+
+}  // namespace pgjobq::redis

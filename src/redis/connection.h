@@ -1,0 +1,117 @@
+#pragma once
+
+// The hiredis edge: owned contexts and replies, commands that throw, and a
+// subscriber that waits on a socket. Knows nothing of jobs.
+//
+// A hiredis context is dead after its first error, so a Connection throws
+// ConnectionError and is then replaced, never reused. Debian 12 ships
+// hiredis 0.14: no redisConnectWithOptions, no RESP3.
+
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgjobq::redis {
+
+template <auto Free>
+struct Deleter {
+  void operator()(auto* p) const noexcept { Free(p); }
+};
+using ContextPtr = std::unique_ptr<redisContext, Deleter<redisFree>>;
+using ReplyPtr = std::unique_ptr<redisReply, Deleter<freeReplyObject>>;
+
+// Where a Redis server is and how to log in.
+struct Address {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string unix_path;  // set for unix:// URLs; host and port are unused
+  std::string user;       // Redis 6 ACL user; empty for plain AUTH
+  std::string password;
+  int db = 0;
+  std::string redacted;  // the URL without its password, for messages
+};
+
+// Parses redis://[[user]:password@]host[:port][/db] or
+// unix:///path[?db=N&password=P&user=U]. Percent-escapes in the user and
+// password are decoded. Throws InvalidInput.
+Address parse_url(std::string_view url);
+
+class Connection {
+ public:
+  // Connects, then sends AUTH and SELECT as the address asks. `timeout`
+  // bounds the connect and every later command. Throws ConnectionError.
+  static Connection open(const Address& address,
+                         std::chrono::milliseconds timeout);
+
+  // Sends one command and returns its reply. Throws ConnectionError on an
+  // I/O failure or an error reply; the connection is then dead.
+  ReplyPtr command(std::span<const std::string_view> args);
+
+  // Queues a command without waiting (pipelining); replies come from
+  // reply(), in order.
+  void append(std::span<const std::string_view> args);
+  ReplyPtr reply();
+
+  int fd() const noexcept { return context_->fd; }
+  redisContext* get() const noexcept { return context_.get(); }
+  const std::string& where() const noexcept { return where_; }
+
+ private:
+  Connection(ContextPtr context, std::string where) noexcept
+      : context_(std::move(context)), where_(std::move(where)) {}
+  [[noreturn]] void fail(std::string_view doing) const;
+
+  ContextPtr context_;
+  std::string where_;  // redacted URL
+};
+
+// One message from a subscription.
+struct Message {
+  std::string channel;
+  std::string payload;
+};
+
+// A connection in subscribe mode. Subscribing waits for Redis to confirm,
+// so a message published after subscribe() returns is delivered.
+class Subscriber {
+ public:
+  static Subscriber open(const Address& address,
+                         std::chrono::milliseconds timeout);
+
+  // Subscribes to `channels` and waits for every confirmation. Messages on
+  // channels subscribed earlier that arrive meanwhile are kept for next().
+  // Throws ConnectionError.
+  void subscribe(std::span<const std::string> channels);
+
+  // The next message, waiting at most `timeout`. Returns nullopt on timeout
+  // or when `wake_fd` (if >= 0) becomes readable. Throws ConnectionError.
+  std::optional<Message> next(std::chrono::milliseconds timeout,
+                              int wake_fd = -1);
+
+  // Sends PING (allowed while subscribed) to prove the link is alive; its
+  // answer updates last_reply().
+  void ping();
+  std::chrono::steady_clock::time_point last_reply() const noexcept {
+    return last_reply_;
+  }
+
+ private:
+  explicit Subscriber(Connection conn) noexcept : conn_(std::move(conn)) {}
+  // A reply already read into hiredis's buffer, if any.
+  ReplyPtr buffered_reply();
+  // Waits up to `timeout` for a reply; nullptr on timeout or wake.
+  ReplyPtr read_reply(std::chrono::milliseconds timeout, int wake_fd);
+
+  Connection conn_;
+  std::vector<Message> early_;  // messages seen while subscribing
+  std::chrono::steady_clock::time_point last_reply_ =
+      std::chrono::steady_clock::now();
+};
+
+}  // namespace pgjobq::redis

@@ -1,0 +1,152 @@
+#include <charconv>
+#include <string>
+#include <string_view>
+
+#include "pgjobq/connection.h"
+#include "pgjobq/errors.h"
+#include "redis/connection.h"
+
+namespace pgjobq::redis {
+namespace {
+
+[[noreturn]] void refuse(const std::string& redacted, std::string_view why) {
+  throw InvalidInput("invalid Redis URL \"" + redacted +
+                     "\": " + std::string(why));
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string percent_decode(std::string_view text, const std::string& redacted) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size()) {
+      refuse(redacted, "incomplete %-escape");
+    }
+    int hi = hex_value(text[i + 1]);
+    int lo = hex_value(text[i + 2]);
+    if (hi < 0 || lo < 0) refuse(redacted, "bad %-escape");
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+int parse_number(std::string_view text, int max, const std::string& redacted,
+                 std::string_view what) {
+  int value = -1;
+  auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+      value < 0 || value > max) {
+    refuse(redacted, std::string(what) + " must be a number from 0 to " +
+                         std::to_string(max));
+  }
+  return value;
+}
+
+// key=value&key=value after a unix:// path.
+void parse_query(std::string_view query, Address& address) {
+  while (!query.empty()) {
+    std::size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view()
+                                          : query.substr(amp + 1);
+    std::size_t eq = pair.find('=');
+    if (eq == std::string_view::npos) {
+      refuse(address.redacted, "query parameter without '='");
+    }
+    std::string_view key = pair.substr(0, eq);
+    std::string value = percent_decode(pair.substr(eq + 1), address.redacted);
+    if (key == "db") {
+      address.db = parse_number(value, 1 << 20, address.redacted, "db");
+    } else if (key == "password") {
+      address.password = value;
+    } else if (key == "user" || key == "username") {
+      address.user = value;
+    } else {
+      refuse(address.redacted,
+             "unknown query parameter \"" + std::string(key) + "\"");
+    }
+  }
+}
+
+}  // namespace
+
+Address parse_url(std::string_view url) {
+  Address address;
+  address.redacted = redact(url);
+  const std::string& redacted = address.redacted;
+  std::string_view rest;
+  if (url.starts_with("redis://")) {
+    rest = url.substr(8);
+  } else if (url.starts_with("unix://")) {
+    rest = url.substr(7);
+    std::size_t q = rest.find('?');
+    address.unix_path = percent_decode(rest.substr(0, q), redacted);
+    if (address.unix_path.empty() || address.unix_path[0] != '/') {
+      refuse(redacted, "a unix:// URL needs an absolute socket path");
+    }
+    if (q != std::string_view::npos) parse_query(rest.substr(q + 1), address);
+    return address;
+  } else if (url.starts_with("rediss://")) {
+    refuse(redacted,
+           "TLS (rediss://) is not supported by Debian 12's hiredis 0.14");
+  } else {
+    refuse(redacted, "expected redis://host:port[/db] or unix:///path");
+  }
+
+  std::size_t at = rest.rfind('@');
+  if (at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    std::size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      // redis://secret@host is how several clients spell a bare password.
+      address.password = percent_decode(userinfo, redacted);
+    } else {
+      address.user = percent_decode(userinfo.substr(0, colon), redacted);
+      address.password = percent_decode(userinfo.substr(colon + 1), redacted);
+    }
+  }
+  std::size_t slash = rest.find('/');
+  std::string_view hostport = rest.substr(0, slash);
+  if (slash != std::string_view::npos) {
+    std::string_view path = rest.substr(slash + 1);
+    std::size_t q = path.find('?');
+    std::string_view db = path.substr(0, q);
+    if (!db.empty()) address.db = parse_number(db, 1 << 20, redacted, "db");
+    if (q != std::string_view::npos) parse_query(path.substr(q + 1), address);
+  }
+  if (hostport.starts_with('[')) {
+    std::size_t close = hostport.find(']');
+    if (close == std::string_view::npos) refuse(redacted, "unclosed '['");
+    address.host = std::string(hostport.substr(1, close - 1));
+    hostport = hostport.substr(close + 1);
+    if (!hostport.empty()) {
+      if (hostport[0] != ':') refuse(redacted, "junk after ']'");
+      address.port = parse_number(hostport.substr(1), 65535, redacted, "port");
+    }
+  } else {
+    std::size_t colon = hostport.find(':');
+    address.host = std::string(hostport.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      address.port =
+          parse_number(hostport.substr(colon + 1), 65535, redacted, "port");
+    }
+  }
+  if (address.host.empty()) refuse(redacted, "no host");
+  if (address.port == 0) refuse(redacted, "port 0");
+  return address;
+}
+
+}  // namespace pgjobq::redis

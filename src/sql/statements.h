@@ -1,0 +1,405 @@
+#pragma once
+
+// Every SQL statement pgjobq runs, by name. Each says which invariant it
+// protects; the schema is src/sql/migrations/001_init.sql.
+//
+// Lock order, everywhere: job rows, then the queue's `queues` row, then its
+// `queue_progress` row. Nothing takes them in another order, so pgjobq's own
+// statements cannot deadlock with each other.
+
+#include "pg/connection.h"
+
+namespace pgjobq::sql {
+
+// ---------------------------------------------------------------- enqueue
+
+// $1 queue name, $2 limit, $3 jsonb array of payloads, $4 its length.
+// Returns (id, position) per job; or no rows when the limit refuses; or one
+// row of NULLs when the queue does not exist (in this statement's snapshot:
+// another transaction may be creating it right now).
+//
+// FIFO by commit order: the UPDATE locks the queue's row until the caller's
+// transaction ends, so enqueuers of one queue take positions, and commit,
+// one after another; a later position can never become visible before an
+// earlier one.
+// The limit: `admitted - finished` is the exact number of unfinished jobs.
+// `finished` is read from this statement's snapshot and only ever grows, so
+// a stale value can only refuse, never overfill. A refused UPDATE locks
+// nothing, and the caller's transaction stays usable.
+// O(1): no row counting; the cost does not grow with the queue's depth.
+inline constexpr pg::Statement kInsertJobs{"pgjobq_insert_jobs", R"sql(
+WITH queue AS (
+  UPDATE pgjobq.queues q
+  SET last_position = q.last_position + $4::bigint,
+      admitted = q.admitted + $4::bigint
+  WHERE q.name = $1
+    AND q.admitted + $4::bigint
+        - (SELECT p.finished FROM pgjobq.queue_progress p
+           WHERE p.queue_id = q.id) <= $2::bigint
+  RETURNING q.id, q.last_position
+), inserted AS (
+  INSERT INTO pgjobq.jobs (queue_id, position, data)
+  SELECT queue.id, queue.last_position - $4::bigint + e.n, e.data
+  FROM queue,
+       jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e (data, n)
+  ORDER BY e.n
+  RETURNING id, position
+)
+SELECT id, position FROM inserted
+UNION ALL
+SELECT NULL, NULL
+WHERE NOT EXISTS (SELECT 1 FROM pgjobq.queues WHERE name = $1)
+)sql"};
+
+// $1 queue name. Creates the queue and its progress row if missing (waiting
+// for a concurrent creator to finish). Inside the caller's transaction, so
+// a rollback takes the new queue with it.
+inline constexpr pg::Statement kCreateQueue{"pgjobq_create_queue", R"sql(
+WITH created AS (
+  INSERT INTO pgjobq.queues (name) VALUES ($1)
+  ON CONFLICT (name) DO NOTHING
+  RETURNING id
+)
+INSERT INTO pgjobq.queue_progress (queue_id)
+SELECT id FROM created
+RETURNING queue_id
+)sql"};
+
+// ------------------------------------------------------------ reading jobs
+
+// $1 job id. One job with its queue's name; times as epoch microseconds.
+inline constexpr pg::Statement kSelectJob{"pgjobq_select_job", R"sql(
+SELECT j.id, q.name, j.state, j.data, j.result, j.error, j.attempts,
+       (extract(epoch FROM j.enqueued_at) * 1000000)::bigint,
+       (extract(epoch FROM j.started_at) * 1000000)::bigint,
+       (extract(epoch FROM j.finished_at) * 1000000)::bigint
+FROM pgjobq.jobs j
+JOIN pgjobq.queues q ON q.id = j.queue_id
+WHERE j.id = $1
+)sql"};
+
+// $1 job id. What a waiter needs: the state and, once finished, the outcome.
+inline constexpr pg::Statement kSelectOutcome{"pgjobq_select_outcome", R"sql(
+SELECT state, result, error FROM pgjobq.jobs WHERE id = $1
+)sql"};
+
+// ------------------------------------------------------------- operations
+
+// $1 job id. Sends a pending, failed or cancelled job to the back of its
+// queue as a fresh job. Returns one row (state before, moved) if the job
+// exists.
+//
+// FIFO by commit order: the new position comes from the queue's row, locked
+// like an enqueue. Counts: a failed or cancelled job is admitted again and
+// no longer counted as finished. The job row is locked first (lock order).
+inline constexpr pg::Statement kRescheduleJob{"pgjobq_reschedule_job", R"sql(
+WITH job AS (
+  SELECT id, queue_id, state FROM pgjobq.jobs WHERE id = $1 FOR UPDATE
+), movable AS (
+  SELECT * FROM job WHERE state IN ('pending', 'failed', 'cancelled')
+), queue AS (
+  UPDATE pgjobq.queues q
+  SET last_position = q.last_position + 1,
+      admitted = q.admitted + (m.state <> 'pending')::int
+  FROM movable m
+  WHERE q.id = m.queue_id
+  RETURNING q.last_position
+), progress AS (
+  UPDATE pgjobq.queue_progress p
+  SET finished = p.finished - 1,
+      failed = p.failed - (m.state = 'failed')::int,
+      cancelled = p.cancelled - (m.state = 'cancelled')::int
+  FROM movable m
+  WHERE p.queue_id = m.queue_id AND m.state <> 'pending'
+), moved AS (
+  UPDATE pgjobq.jobs j
+  SET position = queue.last_position, state = 'pending', attempts = 0,
+      started_at = NULL, finished_at = NULL, result = NULL
+  FROM queue
+  WHERE j.id = $1
+  RETURNING j.id
+)
+SELECT job.state, EXISTS (SELECT 1 FROM moved) FROM job
+)sql"};
+
+// $1 job id. Cancels a pending job. Returns one row (state before,
+// cancelled) if the job exists. Counts it finished, exactly once: the job
+// row lock makes it race safely with the worker's claim.
+inline constexpr pg::Statement kCancelJob{"pgjobq_cancel_job", R"sql(
+WITH job AS (
+  SELECT id, queue_id, state FROM pgjobq.jobs WHERE id = $1 FOR UPDATE
+), cancelled AS (
+  UPDATE pgjobq.jobs j
+  SET state = 'cancelled', finished_at = clock_timestamp()
+  FROM job
+  WHERE j.id = job.id AND job.state = 'pending'
+  RETURNING j.queue_id
+), progress AS (
+  UPDATE pgjobq.queue_progress p
+  SET finished = p.finished + 1, cancelled = p.cancelled + 1
+  FROM cancelled c
+  WHERE p.queue_id = c.queue_id
+)
+SELECT job.state, EXISTS (SELECT 1 FROM cancelled) FROM job
+)sql"};
+
+// ----------------------------------------------------------------- worker
+//
+// Only the worker holding a queue's advisory lock runs these for that
+// queue. Every change to a claimed job is fenced by (state, attempts): if
+// the job is no longer the attempt this worker claimed, nothing happens and
+// the caller learns it from the rows returned. That is what makes
+// completion recorded exactly once.
+
+// $1 queue name. The queue's id, creating the queue if needed (autocommit).
+inline constexpr pg::Statement kQueueId{"pgjobq_queue_id", R"sql(
+WITH created AS (
+  INSERT INTO pgjobq.queues (name) VALUES ($1)
+  ON CONFLICT (name) DO NOTHING
+  RETURNING id
+), progress AS (
+  INSERT INTO pgjobq.queue_progress (queue_id) SELECT id FROM created
+)
+SELECT id FROM created
+UNION ALL
+SELECT id FROM pgjobq.queues WHERE name = $1
+LIMIT 1
+)sql"};
+
+// $1 queue id. Blocks until this session holds the queue's lock: one
+// active worker per queue. A session lock, so it ends with the connection:
+// a worker that dies, or loses its connection, lets a standby take over.
+inline constexpr pg::Statement kLockQueue{"pgjobq_lock_queue", R"sql(
+SELECT pg_advisory_lock(1886220545, $1::int)
+)sql"};
+
+// $1 queue id. Where to resume: the worker's cursor, and the last position
+// of a job left running by a worker that died (NULL if none). Jobs up to
+// that position are re-run one per transaction, so a job that kills the
+// process is counted alone and the jobs claimed with it are not blamed.
+inline constexpr pg::Statement kResumePoint{"pgjobq_resume_point", R"sql(
+SELECT p.handled_position,
+       (SELECT max(j.position) FROM pgjobq.jobs j
+        WHERE j.queue_id = $1 AND j.position > p.handled_position
+          AND j.state = 'running')
+FROM pgjobq.queue_progress p
+WHERE p.queue_id = $1
+)sql"};
+
+// $1 queue id, $2 claim after this position, $3 at most this many, $4 max
+// attempts. Claims the head of the queue: marks up to $3 jobs running and
+// counts an attempt for each, durably, before any handler runs (so a crash
+// is counted). Returns (id, position, attempts, data, spent) in FIFO order.
+//
+// FIFO: the jobs are the first unfinished ones after the cursor, by
+// position. The seek starts at the cursor, so finished jobs behind it
+// (however many millions) are never walked.
+// Poison jobs: a job already tried $4 times is not claimed; it comes back
+// with spent = true and the batch stops before it, for the caller to mark
+// failed.
+inline constexpr pg::Statement kClaimJobs{"pgjobq_claim_jobs", R"sql(
+WITH head AS (
+  SELECT id, position, attempts
+  FROM pgjobq.jobs
+  WHERE queue_id = $1 AND position > $2 AND state IN ('pending', 'running')
+  ORDER BY position
+  LIMIT $3
+  FOR UPDATE
+), spent AS (
+  SELECT min(position) AS position FROM head WHERE attempts >= $4
+), claimed AS (
+  UPDATE pgjobq.jobs j
+  SET state = 'running', attempts = j.attempts + 1,
+      started_at = clock_timestamp()
+  FROM head h
+  WHERE j.id = h.id
+    AND h.position < coalesce((SELECT position FROM spent),
+                              9223372036854775807)
+  RETURNING j.id, j.position, j.attempts, j.data
+)
+SELECT id, position, attempts, data, false AS spent FROM claimed
+UNION ALL
+SELECT h.id, h.position, h.attempts, NULL, true
+FROM head h JOIN spent s ON h.position = s.position
+ORDER BY 2
+)sql"};
+
+// $1 queue id, $2 jsonb array of {id, attempt, state, result, error} with
+// state "completed" or "failed". Records each outcome once and moves the
+// cursor and counters with it, in the same statement, so they agree.
+// Returns the ids recorded; a job missing from them was no longer this
+// worker's attempt.
+inline constexpr pg::Statement kFinishJobs{"pgjobq_finish_jobs", R"sql(
+WITH done AS (
+  UPDATE pgjobq.jobs j
+  SET state = c.state::pgjobq.job_state,
+      result = c.result,
+      error = coalesce(c.error, j.error),
+      finished_at = clock_timestamp()
+  FROM jsonb_to_recordset($2::jsonb)
+       AS c (id bigint, attempt int, state text, result jsonb, error text)
+  WHERE j.id = c.id AND j.queue_id = $1 AND j.attempts = c.attempt
+    AND j.state IN ('running', 'pending')
+  RETURNING j.id, j.position, j.state
+), progress AS (
+  UPDATE pgjobq.queue_progress p
+  SET handled_position =
+        greatest(p.handled_position, (SELECT max(position) FROM done)),
+      finished = p.finished + (SELECT count(*) FROM done),
+      completed = p.completed +
+        (SELECT count(*) FROM done WHERE state = 'completed'),
+      failed = p.failed + (SELECT count(*) FROM done WHERE state = 'failed')
+  WHERE p.queue_id = $1
+)
+SELECT id FROM done
+)sql"};
+
+// $1 queue id, $2 jsonb array of {id, attempt}. Sends running jobs to the
+// back of their queue, in their order, as fresh jobs (attempts reset).
+// FIFO by commit order: positions come from the queue's row, locked like an
+// enqueue. The cursor moves past the old positions. Returns the ids moved.
+inline constexpr pg::Statement kRequeueJobs{"pgjobq_requeue_jobs", R"sql(
+WITH moving AS (
+  SELECT j.id, j.position AS old_position,
+         row_number() OVER (ORDER BY j.position) AS n
+  FROM pgjobq.jobs j
+  JOIN jsonb_to_recordset($2::jsonb) AS c (id bigint, attempt int)
+    ON c.id = j.id
+  WHERE j.queue_id = $1 AND j.state = 'running' AND j.attempts = c.attempt
+), queue AS (
+  UPDATE pgjobq.queues q
+  SET last_position = q.last_position + (SELECT count(*) FROM moving)
+  WHERE q.id = $1 AND EXISTS (SELECT 1 FROM moving)
+  RETURNING q.last_position
+), moved AS (
+  UPDATE pgjobq.jobs j
+  SET position = queue.last_position - (SELECT count(*) FROM moving) + m.n,
+      state = 'pending', attempts = 0, started_at = NULL
+  FROM moving m, queue
+  WHERE j.id = m.id
+  RETURNING j.id, m.old_position
+), progress AS (
+  UPDATE pgjobq.queue_progress p
+  SET handled_position =
+        greatest(p.handled_position, (SELECT max(old_position) FROM moved))
+  WHERE p.queue_id = $1
+)
+SELECT id FROM moved
+)sql"};
+
+// $1 queue id, $2 jsonb array of {id, attempt, error, uncount}. Puts running
+// jobs back to pending where they stand (FIFO: they stay at the head).
+// With an error: the handler failed; the attempt stays counted and the
+// error is recorded. With uncount: the job was claimed but never started
+// (the rest of a batch), so its attempt is taken back.
+inline constexpr pg::Statement kReleaseJobs{"pgjobq_release_jobs", R"sql(
+UPDATE pgjobq.jobs j
+SET state = 'pending',
+    error = coalesce(c.error, j.error),
+    attempts = j.attempts - c.uncount::int,
+    started_at = CASE WHEN c.uncount AND j.attempts = 1 THEN NULL
+                      ELSE j.started_at END
+FROM jsonb_to_recordset($2::jsonb)
+     AS c (id bigint, attempt int, error text, uncount boolean)
+WHERE j.id = c.id AND j.queue_id = $1 AND j.state = 'running'
+  AND j.attempts = c.attempt
+RETURNING j.id
+)sql"};
+
+// $1 job id, $2 attempt, $3 error. Notes an error on a running job without
+// changing its state, for a handler that overran its timeout and will not
+// stop: the process exits and a restart runs the job again.
+inline constexpr pg::Statement kNoteError{"pgjobq_note_error", R"sql(
+UPDATE pgjobq.jobs SET error = $3
+WHERE id = $1 AND attempts = $2 AND state = 'running'
+)sql"};
+
+inline constexpr pg::Statement kBegin{"pgjobq_begin", "BEGIN"};
+inline constexpr pg::Statement kCommit{"pgjobq_commit", "COMMIT"};
+inline constexpr pg::Statement kRollback{"pgjobq_rollback", "ROLLBACK"};
+
+// ------------------------------------------------------------------ admin
+
+// $1 queue name or NULL for all. Counts come from the counters; only the
+// unfinished jobs (after the cursor) are read, never the finished ones.
+inline constexpr pg::Statement kQueueStatus{"pgjobq_queue_status", R"sql(
+SELECT q.name, q.admitted - p.finished, p.completed, p.failed, p.cancelled,
+       u.running,
+       (extract(epoch FROM clock_timestamp() - u.oldest) * 1000000)::bigint
+FROM pgjobq.queues q
+JOIN pgjobq.queue_progress p ON p.queue_id = q.id
+CROSS JOIN LATERAL (
+  SELECT count(*) FILTER (WHERE j.state = 'running') AS running,
+         min(j.enqueued_at) FILTER (WHERE j.state = 'pending') AS oldest
+  FROM pgjobq.jobs j
+  WHERE j.queue_id = q.id AND j.position > p.handled_position
+) u
+WHERE $1::text IS NULL OR q.name = $1
+ORDER BY q.name
+)sql"};
+
+// $1 older-than in microseconds. The cut-off, fixed once per prune.
+inline constexpr pg::Statement kPruneCutoff{"pgjobq_prune_cutoff", R"sql(
+SELECT clock_timestamp() - $1::bigint * interval '1 microsecond'
+)sql"};
+
+// $1 id to start after, $2 cut-off, $3 batch size. Deletes the finished jobs
+// among the next $3 ids and keeps the per-state counters true. Returns (last
+// id examined, rows deleted); last id is NULL when the table is exhausted.
+// Walks the primary key once over the whole prune, never rescanning.
+inline constexpr pg::Statement kPruneBatch{"pgjobq_prune_batch", R"sql(
+WITH batch AS (
+  SELECT id FROM pgjobq.jobs WHERE id > $1 ORDER BY id LIMIT $3
+), deleted AS (
+  DELETE FROM pgjobq.jobs j
+  USING batch
+  WHERE j.id = batch.id
+    AND j.state IN ('completed', 'failed', 'cancelled')
+    AND j.finished_at < $2::timestamptz
+  RETURNING j.queue_id, j.state
+), counts AS (
+  SELECT queue_id,
+         count(*) FILTER (WHERE state = 'completed') AS completed,
+         count(*) FILTER (WHERE state = 'failed') AS failed,
+         count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+  FROM deleted GROUP BY queue_id
+), progress AS (
+  UPDATE pgjobq.queue_progress p
+  SET completed = p.completed - c.completed,
+      failed = p.failed - c.failed,
+      cancelled = p.cancelled - c.cancelled
+  FROM counts c
+  WHERE p.queue_id = c.queue_id
+)
+SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM deleted)
+)sql"};
+
+// ------------------------------------------------------------- migrations
+
+// Serializes concurrent migrators for the length of their transaction.
+inline constexpr pg::Statement kMigrationLock{"pgjobq_migration_lock", R"sql(
+SELECT pg_advisory_xact_lock(1886220544, 0)
+)sql"};
+
+inline constexpr pg::Statement kMigrationsTable{"pgjobq_migrations_table",
+                                                R"sql(
+CREATE SCHEMA IF NOT EXISTS pgjobq;
+CREATE TABLE IF NOT EXISTS pgjobq.schema_migrations (
+  version integer PRIMARY KEY,
+  name text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now()
+);
+)sql"};
+
+inline constexpr pg::Statement kAppliedMigrations{"pgjobq_applied_migrations",
+                                                  R"sql(
+SELECT version FROM pgjobq.schema_migrations ORDER BY version
+)sql"};
+
+// $1 version, $2 name.
+inline constexpr pg::Statement kRecordMigration{"pgjobq_record_migration",
+                                                R"sql(
+INSERT INTO pgjobq.schema_migrations (version, name) VALUES ($1, $2)
+)sql"};
+
+}  // namespace pgjobq::sql

@@ -1,0 +1,107 @@
+// Waiting for a job's result: subscribe, then read, then wait. Redis only
+// says "look again"; the answer always comes from PostgreSQL.
+
+#include <algorithm>
+#include <thread>
+
+#include "context.h"
+#include "pg/connection.h"
+#include "pgjobq/errors.h"
+#include "pgjobq/jobs.h"
+#include "pgjobq/log.h"
+#include "redis_link.h"
+#include "sql/statements.h"
+
+namespace pgjobq {
+namespace {
+
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+// While subscribed, PostgreSQL is still re-read now and then: a worker that
+// died between committing and publishing leaves no message behind.
+constexpr milliseconds kSubscribedFirstCheck{250};
+constexpr milliseconds kSubscribedMaxCheck{1000};
+// Without Redis, polling is all there is: start fast, back off to a bound.
+constexpr milliseconds kPollingFirstCheck{5};
+constexpr milliseconds kPollingMaxCheck{200};
+
+// The job's outcome if it has one; throws NoSuchJob or JobFailed.
+std::optional<nlohmann::json> read_outcome(PGconn* db, JobId id) {
+  pg::Param params[] = {pg::param(id.value)};
+  pg::Result row = pg::exec(db, sql::kSelectOutcome, params);
+  if (row.rows() == 0) throw NoSuchJob(id);
+  auto state = parse_job_state(row.text(0, 0));
+  if (state == JobState::completed) {
+    if (row.is_null(0, 1)) return nlohmann::json();
+    return nlohmann::json::parse(row.text(0, 1));
+  }
+  if (state == JobState::failed || state == JobState::cancelled) {
+    std::string error(row.optional_text(0, 2).value_or(""));
+    std::string message = "job " + std::to_string(id.value) + " " +
+                          std::string(to_string(*state));
+    if (!error.empty()) message += ": " + error;
+    throw JobFailed(message, *state, error);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
+                               milliseconds timeout) {
+  auto deadline = SteadyClock::now() + std::max(timeout, milliseconds(0));
+  RedisLink::Impl& link = redis.impl();
+  std::optional<redis::Subscriber> subscriber;
+  try {
+    // Subscribe before the first read: a result published after this
+    // point wakes us; one committed before it is seen by the read.
+    subscriber.emplace(redis::Subscriber::open(
+        link.address, std::clamp(timeout, milliseconds(1), link.timeout)));
+    std::string channel[] = {job_channel(id)};
+    subscriber->subscribe(channel);
+  } catch (const ConnectionError& e) {
+    subscriber.reset();
+    log(LogLevel::debug, std::string("waiting by polling: ") + e.what());
+  }
+  milliseconds check = subscriber ? kSubscribedFirstCheck : kPollingFirstCheck;
+  try {
+    while (true) {
+      if (auto result = read_outcome(db, id)) return *result;
+      auto now = SteadyClock::now();
+      if (now >= deadline) {
+        throw Timeout("job " + std::to_string(id.value) +
+                      " did not finish within " +
+                      std::to_string(timeout.count()) + " ms");
+      }
+      auto wait = std::min<milliseconds>(
+          check, std::chrono::ceil<milliseconds>(deadline - now));
+      if (subscriber) {
+        try {
+          // A message or a timeout: either way, look again.
+          subscriber->next(wait);
+        } catch (const ConnectionError& e) {
+          log(LogLevel::debug,
+              std::string("Redis lost while waiting; polling: ") + e.what());
+          subscriber.reset();
+          check = kPollingFirstCheck;
+          continue;
+        }
+        check = std::min(check * 2, kSubscribedMaxCheck);
+      } else {
+        std::this_thread::sleep_for(wait);
+        check = std::min(check * 2, kPollingMaxCheck);
+      }
+    }
+  } catch (const NoSuchJob&) {
+    throw;  // these already name the job
+  } catch (const Timeout&) {
+    throw;
+  } catch (const JobFailed&) {
+    throw;
+  } catch (...) {
+    rethrow_with_context("wait for job " + std::to_string(id.value));
+  }
+}
+
+}  // namespace pgjobq

@@ -1,0 +1,186 @@
+// Channel names and publishing. Redis carries only hints: a lost message
+// costs latency, never correctness.
+
+#include <string>
+
+#include "pgjobq/connection.h"
+#include "pgjobq/enqueue.h"
+#include "pgjobq/errors.h"
+#include "pgjobq/jobs.h"
+
+namespace pgjobq {
+
+std::string queue_channel(std::string_view queue) {
+  return "pgjobq/" + std::string(queue) + "-notify";
+}
+
+std::string job_channel(JobId id) {
+  return "pgjobq/job-" + std::to_string(id.value);
+}
+
+bool notify(RedisLink& redis, std::string_view queue, std::string* error) {
+  validate_queue_name(queue);
+  try {
+    redis.publish(queue_channel(queue), "");
+    return true;
+  } catch (const Error& e) {
+    if (error) {
+      *error = "wake-up for queue \"" + std::string(queue) +
+               "\" not sent (the worker's poll will find the job): " + e.what();
+    }
+    return false;
+  }
+}
+
+}  // namespace pgjobq
+
+// ------------------------------------------------------------ Wakeups
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <unordered_map>
+
+#include "pgjobq/log.h"
+#include "wakeup.h"
+
+namespace pgjobq {
+
+StopSignal::StopSignal() : fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (fd_ < 0) throw Error("eventfd failed");
+}
+
+StopSignal::~StopSignal() { close(fd_); }
+
+void StopSignal::set() noexcept {
+  set_ = true;
+  std::uint64_t one = 1;
+  // The counter stays non-zero, so the fd stays readable for every poller.
+  [[maybe_unused]] auto n = write(fd_, &one, sizeof one);
+}
+
+Wakeups::Wakeups(redis::Address address, const std::vector<std::string>& queues,
+                 const StopSignal& stop)
+    : address_(std::move(address)), stop_(stop) {
+  for (const std::string& q : queues) {
+    channels_.push_back(queue_channel(q));
+    slots_.push_back(std::make_unique<Slot>());
+  }
+}
+
+Wakeups::~Wakeups() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Wakeups::start() {
+  thread_ = std::thread([this] { subscriber_loop(); });
+}
+
+void Wakeups::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Wakeups::clear(std::size_t queue) {
+  Slot& slot = *slots_[queue];
+  std::lock_guard lock(slot.mutex);
+  slot.woken = false;
+}
+
+void Wakeups::wait(std::size_t queue, std::chrono::milliseconds timeout) {
+  Slot& slot = *slots_[queue];
+  std::unique_lock lock(slot.mutex);
+  slot.cv.wait_for(lock, timeout, [&] { return slot.woken || stop_.is_set(); });
+}
+
+void Wakeups::wake(std::size_t queue) {
+  Slot& slot = *slots_[queue];
+  {
+    std::lock_guard lock(slot.mutex);
+    slot.woken = true;
+  }
+  slot.cv.notify_all();
+}
+
+void Wakeups::wake_all() {
+  for (std::size_t i = 0; i < slots_.size(); ++i) wake(i);
+}
+
+namespace {
+
+// Sleeps up to `delay`, or less if `stop` is set.
+void pause(const StopSignal& stop, std::chrono::milliseconds delay) {
+  pollfd fd{stop.fd(), POLLIN, 0};
+  poll(&fd, 1, static_cast<int>(delay.count()));
+}
+
+}  // namespace
+
+void Wakeups::subscriber_loop() {
+  using std::chrono::milliseconds;
+  using SteadyClock = std::chrono::steady_clock;
+  // Silence on a quiet link is normal; after this long, ping to be sure
+  // the link is alive, and give up on it if the ping goes unanswered.
+  constexpr auto kIdleBeforePing = std::chrono::seconds(15);
+  constexpr auto kPingAnswer = std::chrono::seconds(5);
+  constexpr milliseconds kFirstRetry{100};
+  constexpr milliseconds kMaxRetry{5000};
+
+  std::unordered_map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < channels_.size(); ++i) index[channels_[i]] = i;
+  milliseconds retry = kFirstRetry;
+  bool outage_logged = false;
+  while (!stop_.is_set()) {
+    try {
+      auto subscriber = redis::Subscriber::open(address_, milliseconds(2000));
+      subscriber.subscribe(channels_);
+      subscribed_ = true;
+      if (outage_logged) {
+        log(LogLevel::info,
+            "Redis at " + address_.redacted + " is back; wake-ups resumed");
+      }
+      outage_logged = false;
+      retry = kFirstRetry;
+      // Anything enqueued while we were not subscribed sent its wake-up
+      // into the void: every queue looks again.
+      wake_all();
+      std::optional<SteadyClock::time_point> ping_sent;
+      while (!stop_.is_set()) {
+        auto message = subscriber.next(milliseconds(1000), stop_.fd());
+        if (message) {
+          if (auto it = index.find(message->channel); it != index.end()) {
+            wake(it->second);
+          }
+          continue;
+        }
+        auto now = SteadyClock::now();
+        if (ping_sent && subscriber.last_reply() >= *ping_sent) {
+          ping_sent.reset();
+        }
+        if (ping_sent && now - *ping_sent > kPingAnswer) {
+          throw ConnectionError("Redis at " + address_.redacted +
+                                " stopped answering");
+        }
+        if (!ping_sent && now - subscriber.last_reply() > kIdleBeforePing) {
+          subscriber.ping();
+          ping_sent = now;
+        }
+      }
+    } catch (const Error& e) {
+      subscribed_ = false;
+      if (!outage_logged) {
+        log(LogLevel::warning,
+            std::string(e.what()) + "; polling PostgreSQL until Redis is back");
+        outage_logged = true;
+      }
+      // Runners keep polling meanwhile; make them look now, in case the
+      // link died mid-message.
+      wake_all();
+      pause(stop_, retry);
+      retry = std::min(retry * 2, kMaxRetry);
+    }
+  }
+  subscribed_ = false;
+}
+
+}  // namespace pgjobq

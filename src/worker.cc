@@ -1,0 +1,597 @@
+// The worker loop. One thread per queue ("runner"), each with its own
+// PostgreSQL session (queue_session.cc); one Redis subscriber thread for
+// all of them (wakeup.cc); one watchdog thread for job timeouts.
+//
+// A runner's life: connect, take the queue's advisory lock (or stand by
+// until it can), then
+//
+//   while (!stopping) {
+//     claim the head of the queue (one or several jobs, in FIFO order)
+//     run each, one after another
+//     commit their outcomes together, claiming the next head jobs in the
+//     same transaction, then publish the results
+//     nothing to claim: wait for a wake-up or the poll interval
+//   }
+//
+// and on a lost connection, start over. docs/architecture.md tells why
+// each step is safe under crashes.
+
+#include "pgjobq/worker.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "pgjobq/connection.h"
+#include "pgjobq/enqueue.h"
+#include "pgjobq/jobs.h"
+#include "pgjobq/log.h"
+#include "queue_session.h"
+#include "redis/connection.h"
+#include "wakeup.h"
+
+namespace pgjobq {
+
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr milliseconds kFirstReconnect{100};
+constexpr milliseconds kMaxReconnect{5000};
+// While Redis is unreachable, look for work at least this often.
+constexpr milliseconds kPollWithoutRedis{1000};
+
+void pause(const StopSignal& stop, milliseconds delay) {
+  pollfd fd{stop.fd(), POLLIN, 0};
+  poll(&fd, 1, static_cast<int>(std::min<long long>(delay.count(), 1 << 30)));
+}
+
+std::string queue_label(std::string_view queue) {
+  return "queue \"" + std::string(queue) + "\"";
+}
+
+std::string describe(const ClaimedJob& job) {
+  return "job " + std::to_string(job.id.value) + " (attempt " +
+         std::to_string(job.attempt) + ")";
+}
+
+// The job a runner is running, as the watchdog sees it.
+struct Running {
+  std::mutex mutex;
+  bool active = false;
+  SteadyClock::time_point deadline;
+  std::stop_source stop;
+  JobId id;
+  int attempt = 0;
+  PGcancel* cancel = nullptr;  // the runner's connection, to interrupt SQL
+  bool timed_out = false;
+};
+
+}  // namespace
+
+struct Worker::State {
+  WorkerOptions options;
+  Handler handler;
+  redis::Address redis_address;
+  StopSignal stop;
+  std::unique_ptr<Wakeups> wakeups;
+  std::atomic<int> active{0};
+  std::mutex fatal_mutex;
+  std::exception_ptr fatal;
+  std::vector<std::unique_ptr<Running>> running;  // one per queue
+  bool ran = false;
+
+  void fail(std::exception_ptr error) {
+    {
+      std::lock_guard lock(fatal_mutex);
+      if (!fatal) fatal = std::move(error);
+    }
+    stop.set();
+    wakeups->wake_all();
+  }
+};
+
+namespace {
+
+class Runner {
+ public:
+  Runner(Worker::State& worker, std::size_t index)
+      : w_(worker),
+        options_(worker.options),
+        index_(index),
+        queue_(worker.options.queues[index]),
+        running_(*worker.running[index]) {}
+
+  // The thread's body: serve the queue until stopped; on a lost connection
+  // reconnect with backoff; anything else is fatal to the whole worker.
+  void run() noexcept {
+    try {
+      milliseconds retry = kFirstReconnect;
+      while (!w_.stop.is_set()) {
+        try {
+          serve_when_holding_lock();
+          return;
+        } catch (const ConnectionError& e) {
+          log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
+                                     "; reconnecting in " +
+                                     std::to_string(retry.count()) + " ms");
+          pause(w_.stop, retry);
+          retry = std::min(retry * 2, kMaxReconnect);
+        }
+      }
+    } catch (...) {
+      w_.fail(std::current_exception());
+    }
+  }
+
+ private:
+  struct HandlerRun {
+    enum class Kind { completed, requeued, error } kind;
+    nlohmann::json result;
+    std::string error;
+  };
+
+  void serve_when_holding_lock() {
+    QueueSession session(options_.db_url, queue_);
+    while (!session.resolve_queue()) {
+      // Another transaction is creating the queue right now.
+      pause(w_.stop, milliseconds(50));
+      if (w_.stop.is_set()) return;
+    }
+    session.request_lock();
+    bool stood_by = false;
+    while (!session.await_lock(milliseconds(1000), w_.stop.fd())) {
+      if (w_.stop.is_set()) {
+        session.cancel_lock_wait();
+        return;
+      }
+      if (!stood_by) {
+        log(LogLevel::info, queue_label(queue_) +
+                                " is served by another worker; standing by "
+                                "to take over");
+        stood_by = true;
+      }
+    }
+    struct Active {
+      std::atomic<int>& count;
+      explicit Active(std::atomic<int>& c) : count(c) { ++count; }
+      ~Active() { --count; }
+    } active(w_.active);
+    log(LogLevel::info, std::string(stood_by ? "took over " : "serving ") +
+                            queue_label(queue_));
+    PGcancel* cancel = PQgetCancel(session.conn());
+    {
+      std::lock_guard lock(running_.mutex);
+      running_.cancel = cancel;
+    }
+    struct CancelGuard {
+      Running& running;
+      PGcancel* cancel;
+      ~CancelGuard() {
+        std::lock_guard lock(running.mutex);
+        running.cancel = nullptr;
+        running.active = false;
+        PQfreeCancel(cancel);
+      }
+    } cancel_guard{running_, cancel};
+    serve(session);
+  }
+
+  // Holding the lock: the loop of the file comment.
+  void serve(QueueSession& s) {
+    s.resume();
+    cursor_ = s.handled_position();
+    recovery_until_ = s.recovery_until();
+    if (recovery_until_ > 0) {
+      log(LogLevel::warning,
+          queue_label(queue_) +
+              ": a previous worker died with jobs running; re-running them "
+              "one per transaction");
+    }
+    batch_.clear();
+    done_.clear();
+    while (true) {
+      bool stopping = w_.stop.is_set();
+      if (batch_.empty()) {
+        if (!done_.empty()) {
+          commit(s, /*claim_more=*/!stopping, /*in_transaction=*/false);
+          continue;
+        }
+        if (stopping) return;
+        // Clear, then look, then wait: a wake-up that arrives after the
+        // clear is kept, so none is lost.
+        w_.wakeups->clear(index_);
+        take(s.claim(cursor_, claim_limit(), options_.max_attempts));
+        if (batch_.empty()) {
+          w_.wakeups->wait(index_, w_.wakeups->subscribed()
+                                       ? options_.poll_interval
+                                       : std::min(options_.poll_interval,
+                                                  kPollWithoutRedis));
+        }
+        continue;
+      }
+      if (stopping) {
+        // Give back the jobs claimed but not started.
+        for (const ClaimedJob& j : batch_) {
+          if (!j.spent) {
+            done_.push_back(
+                {Outcome::Kind::unclaimed, j.id, j.attempt, nullptr, {}});
+          }
+        }
+        batch_.clear();
+        commit(s, false, false);
+        return;
+      }
+      ClaimedJob job = std::move(batch_.front());
+      batch_.pop_front();
+      if (job.spent) {
+        give_up(job);
+        continue;
+      }
+      HandlerRun run = run_handler(s, job);
+      if (run.kind == HandlerRun::Kind::error) {
+        handle_error(s, job, run.error);
+        continue;
+      }
+      add_done(
+          run.kind == HandlerRun::Kind::completed
+              ? Outcome{Outcome::Kind::completed,
+                        job.id,
+                        job.attempt,
+                        std::move(run.result),
+                        {}}
+              : Outcome{
+                    Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
+      if (options_.transactional) {
+        // The handler's transaction is open: commit it with the outcome.
+        commit(s, batch_.empty() && !w_.stop.is_set(), true);
+      } else if (!batch_.empty() &&
+                 (SteadyClock::now() - done_since_ >=
+                      options_.max_commit_delay ||
+                  static_cast<int>(done_.size()) >= options_.max_batch)) {
+        commit(s, false, false);
+      }
+    }
+  }
+
+  // How many jobs to claim at once: one while re-running what a dead worker
+  // left running (so a poison job is counted alone), one for transactional
+  // handlers, otherwise as many as fit in the commit delay at the handler's
+  // recent speed.
+  int claim_limit() const {
+    if (cursor_ < recovery_until_ || options_.transactional) return 1;
+    double per_commit = static_cast<double>(options_.max_commit_delay.count()) /
+                        std::max(average_us_, 1.0);
+    return std::clamp(static_cast<int>(per_commit), 1, options_.max_batch);
+  }
+
+  void take(std::vector<ClaimedJob> jobs) {
+    for (ClaimedJob& j : jobs) {
+      cursor_ = std::max(cursor_, j.position);
+      batch_.push_back(std::move(j));
+    }
+  }
+
+  void add_done(Outcome outcome) {
+    if (done_.empty()) done_since_ = SteadyClock::now();
+    done_.push_back(std::move(outcome));
+  }
+
+  void give_up(const ClaimedJob& job) {
+    std::string why = "gave up after " + std::to_string(job.attempt) +
+                      " attempts (max_attempts " +
+                      std::to_string(options_.max_attempts) + ")";
+    log(LogLevel::warning, queue_label(queue_) + ": job " +
+                               std::to_string(job.id.value) + ": " + why +
+                               "; marking it failed");
+    add_done({Outcome::Kind::failed, job.id, job.attempt, nullptr, why});
+  }
+
+  // Commits done_ (and claims more if asked), then publishes what
+  // finished. A lost connection propagates: nothing is published for an
+  // uncertain commit, and the jobs run again if it did not happen.
+  void commit(QueueSession& s, bool claim_more, bool in_transaction) {
+    FlushResult r = s.flush(done_, cursor_, claim_more ? claim_limit() : 0,
+                            options_.max_attempts, in_transaction);
+    done_.clear();
+    if (r.stale > 0) {
+      log(LogLevel::warning,
+          queue_label(queue_) + ": " + std::to_string(r.stale) +
+              " outcome(s) not recorded: the jobs had been taken over");
+    }
+    publish(r.finished);
+    take(std::move(r.claimed));
+  }
+
+  HandlerRun run_handler(QueueSession& s, const ClaimedJob& job) {
+    if (options_.transactional) s.begin();
+    std::stop_source stop;
+    auto started = SteadyClock::now();
+    if (options_.job_timeout) {
+      std::lock_guard lock(running_.mutex);
+      running_.active = true;
+      running_.deadline = started + *options_.job_timeout;
+      running_.stop = stop;
+      running_.id = job.id;
+      running_.attempt = job.attempt;
+      running_.timed_out = false;
+    }
+    JobContext context{job.id,      queue_,   job.data,
+                       job.attempt, s.conn(), stop.get_token()};
+    HandlerRun run{HandlerRun::Kind::error, nullptr, {}};
+    try {
+      HandlerResult result = w_.handler(context);
+      run = {result.rescheduled() ? HandlerRun::Kind::requeued
+                                  : HandlerRun::Kind::completed,
+             result.result(),
+             {}};
+    } catch (const std::exception& e) {
+      run.error = e.what();
+    } catch (...) {
+      run.error = "handler threw something that is not a std::exception";
+    }
+    bool timed_out = false;
+    {
+      std::lock_guard lock(running_.mutex);
+      running_.active = false;
+      timed_out = running_.timed_out;
+    }
+    auto elapsed_us = static_cast<double>(
+        std::chrono::duration_cast<std::chrono::microseconds>(
+            SteadyClock::now() - started)
+            .count());
+    average_us_ = 0.7 * average_us_ + 0.3 * elapsed_us;
+    if (timed_out || stop.stop_requested()) {
+      run = {HandlerRun::Kind::error, nullptr,
+             "timed out after " +
+                 std::to_string(options_.job_timeout->count()) + " ms"};
+    }
+    if (!s.alive()) {
+      throw ConnectionError("connection to PostgreSQL lost while " +
+                            describe(job) + " ran");
+    }
+    check_connection_state(s, run);
+    return run;
+  }
+
+  // The handler must leave the worker's connection as it found it.
+  void check_connection_state(QueueSession& s, HandlerRun& run) {
+    PGTransactionStatusType status = PQtransactionStatus(s.conn());
+    if (options_.transactional) {
+      if (status == PQTRANS_INTRANS && run.kind != HandlerRun::Kind::error) {
+        return;
+      }
+      if (run.kind != HandlerRun::Kind::error) {
+        run = {HandlerRun::Kind::error, nullptr,
+               status == PQTRANS_INERROR
+                   ? "the handler's transaction failed (a statement "
+                     "errored)"
+                   : "the handler ended the worker's transaction"};
+      }
+      if (status != PQTRANS_IDLE) s.rollback();
+      return;
+    }
+    if (status != PQTRANS_IDLE) {
+      s.rollback();
+      if (run.kind != HandlerRun::Kind::error) {
+        run = {HandlerRun::Kind::error, nullptr,
+               "the handler left a transaction open on the worker's "
+               "connection"};
+      }
+    }
+  }
+
+  void handle_error(QueueSession& s, const ClaimedJob& job,
+                    const std::string& error) {
+    log(LogLevel::error,
+        queue_label(queue_) + ": " + describe(job) + " failed: " + error);
+    add_done({Outcome::Kind::errored, job.id, job.attempt, nullptr, error});
+    for (const ClaimedJob& j : batch_) {
+      if (!j.spent) {
+        done_.push_back(
+            {Outcome::Kind::unclaimed, j.id, j.attempt, nullptr, {}});
+      }
+    }
+    batch_.clear();
+    commit(s, false, false);
+    // The job is pending again at its place, at the head of the queue.
+    cursor_ = job.position - 1;
+    if (options_.on_error == ErrorPolicy::crash) {
+      throw HandlerFailed(
+          queue_label(queue_) + ": " + describe(job) + " failed: " + error,
+          job.id);
+    }
+    double factor = std::pow(2.0, std::min(job.attempt - 1, 30));
+    auto delay = std::min<milliseconds>(
+        milliseconds(static_cast<long long>(
+            static_cast<double>(options_.retry_delay.count()) * factor)),
+        options_.max_retry_delay);
+    log(LogLevel::info, queue_label(queue_) + ": retrying job " +
+                            std::to_string(job.id.value) + " in " +
+                            std::to_string(delay.count()) + " ms");
+    pause(w_.stop, delay);
+  }
+
+  // Publishes results after their commit. Redis failures are logged and
+  // forgotten: waiters also re-read PostgreSQL.
+  void publish(const std::vector<std::pair<JobId, std::string>>& finished) {
+    if (finished.empty()) return;
+    auto now = SteadyClock::now();
+    if (!publisher_ && now < publisher_retry_) return;
+    try {
+      if (!publisher_) {
+        publisher_.emplace(
+            redis::Connection::open(w_.redis_address, milliseconds(2000)));
+      }
+      std::vector<std::string> channels;
+      channels.reserve(finished.size());
+      for (const auto& [id, message] : finished) {
+        channels.push_back(job_channel(id));
+        std::string_view args[] = {"PUBLISH", channels.back(), message};
+        publisher_->append(args);
+      }
+      for (std::size_t i = 0; i < finished.size(); ++i) publisher_->reply();
+      publisher_outage_ = false;
+    } catch (const Error& e) {
+      publisher_.reset();
+      publisher_retry_ = now + milliseconds(1000);
+      if (!publisher_outage_) {
+        log(LogLevel::warning,
+            queue_label(queue_) +
+                ": results not published (waiters will poll): " + e.what());
+        publisher_outage_ = true;
+      }
+    }
+  }
+
+  Worker::State& w_;
+  const WorkerOptions& options_;
+  std::size_t index_;
+  const std::string& queue_;
+  Running& running_;
+
+  std::deque<ClaimedJob> batch_;  // claimed, not yet run
+  std::vector<Outcome> done_;     // run, not yet committed
+  SteadyClock::time_point done_since_;
+  std::int64_t cursor_ = 0;          // claim after this position
+  std::int64_t recovery_until_ = 0;  // one job per claim up to here
+  double average_us_ = 2000.0;       // recent handler run time
+
+  std::optional<redis::Connection> publisher_;
+  SteadyClock::time_point publisher_retry_;
+  bool publisher_outage_ = false;
+};
+
+// Interrupts handlers that overrun their timeout: requests their stop token
+// and cancels any SQL on the worker's connection; ends the process if one
+// still has not returned after the grace period.
+void watchdog(Worker::State& w) {
+  while (!w.stop.is_set()) {
+    pause(w.stop, milliseconds(10));
+    auto now = SteadyClock::now();
+    for (auto& r : w.running) {
+      std::lock_guard lock(r->mutex);
+      if (!r->active || now < r->deadline) continue;
+      if (!r->timed_out) {
+        r->timed_out = true;
+        r->stop.request_stop();
+        if (r->cancel) {
+          char error[256];
+          PQcancel(r->cancel, error, sizeof error);
+        }
+        continue;
+      }
+      if (now < r->deadline + w.options.timeout_grace) continue;
+      std::string message =
+          "job " + std::to_string(r->id.value) + " overran its timeout by " +
+          std::to_string(w.options.timeout_grace.count()) +
+          " ms and did not stop; exiting so a restart can run it again";
+      log(LogLevel::error, message);
+      try {
+        PgConnPtr conn = connect_database(w.options.db_url);
+        std::string attempt = std::to_string(r->attempt);
+        std::string id = std::to_string(r->id.value);
+        const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
+        PQclear(PQexec(conn.get(), "SET lock_timeout = '2s'"));
+        PQclear(PQexecParams(conn.get(),
+                             "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
+                             "AND attempts = $2 AND state = 'running'",
+                             3, nullptr, params, nullptr, nullptr, 0));
+      } catch (const std::exception&) {
+        // Exiting matters more than the note.
+      }
+      std::_Exit(70);
+    }
+  }
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options, Handler handler)
+    : state_(std::make_unique<State>()) {
+  if (options.queues.empty()) throw InvalidInput("worker: no queues given");
+  std::set<std::string> seen;
+  for (const std::string& q : options.queues) {
+    validate_queue_name(q);
+    if (!seen.insert(q).second) {
+      throw InvalidInput("worker: queue \"" + q + "\" given twice");
+    }
+  }
+  if (!handler) throw InvalidInput("worker: no handler");
+  if (options.max_attempts < 1) {
+    throw InvalidInput("worker: max_attempts must be at least 1");
+  }
+  if (options.poll_interval <= milliseconds(0)) {
+    throw InvalidInput("worker: the poll interval must be positive");
+  }
+  if (options.job_timeout && *options.job_timeout <= milliseconds(0)) {
+    throw InvalidInput("worker: the job timeout must be positive");
+  }
+  if (options.max_batch < 1) {
+    throw InvalidInput("worker: max_batch must be at least 1");
+  }
+  state_->redis_address =
+      redis::parse_url(redis_url_or_default(options.redis_url));
+  for (std::size_t i = 0; i < options.queues.size(); ++i) {
+    state_->running.push_back(std::make_unique<Running>());
+  }
+  state_->options = std::move(options);
+  state_->handler = std::move(handler);
+  state_->wakeups = std::make_unique<Wakeups>(
+      state_->redis_address, state_->options.queues, state_->stop);
+}
+
+Worker::~Worker() = default;
+
+void Worker::run() {
+  State& s = *state_;
+  if (s.ran) throw Error("worker: run() may be called once");
+  s.ran = true;
+  s.wakeups->start();
+  std::vector<std::unique_ptr<Runner>> runners;
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < s.options.queues.size(); ++i) {
+    runners.push_back(std::make_unique<Runner>(s, i));
+  }
+  for (auto& r : runners) threads.emplace_back([&r] { r->run(); });
+  std::thread timer;
+  if (s.options.job_timeout) timer = std::thread([&s] { watchdog(s); });
+  for (auto& t : threads) t.join();
+  s.stop.set();
+  if (timer.joinable()) timer.join();
+  s.wakeups->join();
+  if (s.fatal) std::rethrow_exception(s.fatal);
+}
+
+void Worker::stop() noexcept {
+  state_->stop.set();
+  state_->wakeups->wake_all();
+}
+
+int Worker::active_queues() const noexcept { return state_->active.load(); }
+
+std::string shard_queue(std::string_view base, std::string_view key,
+                        int shards) {
+  if (shards < 1) throw InvalidInput("shard_queue: shards must be positive");
+  // FNV-1a, 64 bits: stable across platforms and releases, unlike
+  // std::hash.
+  std::uint64_t hash = 14695981039346656037ull;
+  for (char c : key) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  std::string queue = std::string(base) + ":" +
+                      std::to_string(hash % static_cast<std::uint64_t>(shards));
+  validate_queue_name(queue);
+  return queue;
+}
+
+}  // namespace pgjobq

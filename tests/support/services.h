@@ -1,0 +1,87 @@
+#pragma once
+
+// Test fixtures: the throwaway servers tests/run.sh started, a fresh
+// database per test cloned from a migrated template, unique queue names,
+// private redis-server processes to stop and restart, and waiting with a
+// deadline.
+
+#include <gtest/gtest.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "pgjobq/connection.h"
+
+namespace pgjobq::test {
+
+// An environment variable tests/run.sh exports; fails the test if unset.
+std::string required_env(const char* name);
+
+// postgresql://postgres@127.0.0.1:PORT/<database>
+std::string database_url(std::string_view database);
+
+// The shared Redis of the test run.
+std::string redis_url();
+
+// A name unique to this process and call, for queues and databases:
+// "<prefix>-<pid>-<counter>-<random>".
+std::string unique_name(std::string_view prefix);
+
+// Polls `condition` every few milliseconds until it holds or `timeout`
+// passes. Returns whether it held.
+bool wait_until(
+    const std::function<bool()>& condition,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
+// A test with a fresh, migrated database of its own.
+class DatabaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  const std::string& db_url() const { return db_url_; }
+  const std::string& db_name() const { return db_name_; }
+  PgConnPtr connect() const;
+  // Runs SQL on a new connection; returns the first column of the first
+  // row ("" if none).
+  std::string query_value(const std::string& sql) const;
+  std::string queue(std::string_view prefix = "q") const {
+    return unique_name(prefix);
+  }
+
+ private:
+  std::string db_name_;
+  std::string db_url_;
+};
+
+// A redis-server of the test's own, on a unix socket in a temporary
+// directory, that the test can stop and start again.
+class RedisServer {
+ public:
+  RedisServer();  // starts it
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  // unix:///tmp/.../redis.sock (with ?password=... if one is set)
+  std::string url() const;
+  std::string socket_path() const { return dir_ + "/redis.sock"; }
+  void start(std::string_view password = {});
+  // SIGKILL, then wait for the process to be gone.
+  void stop();
+  void restart() {
+    stop();
+    start(password_);
+  }
+  bool running() const { return pid_ > 0; }
+
+ private:
+  std::string dir_;
+  std::string password_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace pgjobq::test

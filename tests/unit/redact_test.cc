@@ -1,0 +1,54 @@
+#include <gtest/gtest.h>
+
+#include "pgjobq/connection.h"
+
+namespace pgjobq {
+namespace {
+
+TEST(RedactTest, MasksThePasswordOfAPostgresUri) {
+  EXPECT_EQ(redact("postgresql://app:s3cret@db.local:5432/jobs"),
+            "postgresql://app:***@db.local:5432/jobs");
+}
+
+TEST(RedactTest, MasksThePasswordOfARedisUri) {
+  EXPECT_EQ(redact("redis://:hunter2@127.0.0.1:6379/3"),
+            "redis://:***@127.0.0.1:6379/3");
+  EXPECT_EQ(redact("redis://worker:hunter2@127.0.0.1"),
+            "redis://worker:***@127.0.0.1");
+}
+
+TEST(RedactTest, LeavesUrlsWithoutPasswordsAlone) {
+  EXPECT_EQ(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+  EXPECT_EQ(redact("postgresql://app@db/jobs"), "postgresql://app@db/jobs");
+  EXPECT_EQ(redact("host=/tmp dbname=jobs"), "host=/tmp dbname=jobs");
+}
+
+TEST(RedactTest, PasswordsWithUnencodedSpecialCharactersDoNotLeak) {
+  for (const char* url :
+       {"postgresql://app:p@ss@db/jobs", "postgresql://app:pa/ss@db/jobs",
+        "postgresql://app:pa?ss@db/jobs", "redis://:a:b@c@host:1/0"}) {
+    std::string redacted = redact(url);
+    EXPECT_EQ(redacted.find("ss@db"), std::string::npos) << redacted;
+    EXPECT_EQ(redacted.find("b@c"), std::string::npos) << redacted;
+    EXPECT_NE(redacted.find("***"), std::string::npos) << redacted;
+  }
+}
+
+TEST(RedactTest, MasksPasswordParameters) {
+  EXPECT_EQ(redact("host=db password=s3cret dbname=jobs"),
+            "host=db password=*** dbname=jobs");
+  // libpq's conninfo quoting: single quotes, backslash escapes.
+  EXPECT_EQ(redact("host=db password = 'it\\'s secret' dbname=jobs"),
+            "host=db password = *** dbname=jobs");
+  EXPECT_EQ(redact("postgresql://db/jobs?sslmode=require&password=s3cret"),
+            "postgresql://db/jobs?sslmode=require&password=***");
+  EXPECT_EQ(redact("unix:///run/redis.sock?db=2&password=s3cret"),
+            "unix:///run/redis.sock?db=2&password=***");
+}
+
+TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
+  EXPECT_EQ(redact("host=db nopassword=x"), "host=db nopassword=x");
+}
+
+}  // namespace
+}  // namespace pgjobq
