@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -173,8 +175,22 @@ void RedisServer::start(std::string_view password) {
     _exit(127);
   }
   pid_ = pid;
-  struct stat st {};
-  if (!wait_until([&] { return stat(socket_path().c_str(), &st) == 0; })) {
+  // Ready means answering PING (with the password, if one is set).
+  auto answers = [&] {
+    redisContext* c = redisConnectUnix(socket.c_str());
+    bool ok = false;
+    if (c && !c->err) {
+      if (!password_.empty()) {
+        freeReplyObject(redisCommand(c, "AUTH %s", password_.c_str()));
+      }
+      auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
+      ok = reply && reply->type == REDIS_REPLY_STATUS;
+      if (reply) freeReplyObject(reply);
+    }
+    if (c) redisFree(c);
+    return ok;
+  };
+  if (!wait_until(answers)) {
     throw std::runtime_error("private redis-server did not start");
   }
 }

@@ -1,0 +1,665 @@
+#include "pgjobq/worker.h"
+
+#include <hiredis/hiredis.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "pgjobq/admin.h"
+#include "pgjobq/enqueue.h"
+#include "pgjobq/errors.h"
+#include "pgjobq/jobs.h"
+#include "support/services.h"
+#include "support/worker.h"
+
+namespace pgjobq {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using test::BackgroundWorker;
+using test::wait_until;
+
+// A gate a handler waits at until the test opens it.
+class Gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lock(m_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// What handlers saw, in order.
+class Journal {
+ public:
+  void add(std::string entry) {
+    std::lock_guard lock(m_);
+    entries_.push_back(std::move(entry));
+  }
+  std::vector<std::string> entries() const {
+    std::lock_guard lock(m_);
+    return entries_;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(m_);
+    return entries_.size();
+  }
+
+ private:
+  mutable std::mutex m_;
+  std::vector<std::string> entries_;
+};
+
+class WorkerTest : public test::DatabaseTest {
+ protected:
+  WorkerOptions options(std::vector<std::string> queues) const {
+    WorkerOptions o;
+    o.db_url = db_url();
+    o.redis_url = test::redis_url();
+    o.queues = std::move(queues);
+    o.poll_interval = std::chrono::seconds(30);
+    o.retry_delay = milliseconds(10);
+    return o;
+  }
+  JobState state_of(JobId id) const {
+    PgConnPtr conn = connect();
+    return query_job(conn.get(), id)->state;
+  }
+  bool all_completed(const std::vector<JobId>& ids) const {
+    PgConnPtr conn = connect();
+    for (JobId id : ids) {
+      if (query_job(conn.get(), id)->state != JobState::completed) return false;
+    }
+    return true;
+  }
+  // The positions of `queue`'s jobs, for checking where a job went.
+  std::vector<std::int64_t> fifo(const std::string& queue) const {
+    PgConnPtr conn = connect();
+    std::string sql =
+        "SELECT j.id FROM pgjobq.jobs j JOIN pgjobq.queues q ON q.id = "
+        "j.queue_id WHERE q.name = '" +
+        queue + "' ORDER BY j.position";
+    PGresult* r = PQexec(conn.get(), sql.c_str());
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      ids.push_back(std::stoll(PQgetvalue(r, i, 0)));
+    }
+    PQclear(r);
+    return ids;
+  }
+};
+
+TEST_F(WorkerTest, RunsJobsInFifoOrderAndStoresTheirResults) {
+  PgConnPtr conn = connect();
+  std::string q = queue("fifo");
+  std::vector<JobId> ids;
+  for (int i = 0; i < 200; ++i)
+    ids.push_back(enqueue(conn.get(), q, json{{"i", i}}));
+  Journal journal;
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    journal.add(std::to_string(job.data["i"].get<int>()));
+    return HandlerResult::complete({{"twice", 2 * job.data["i"].get<int>()}});
+  });
+  ASSERT_TRUE(wait_until([&] { return journal.size() == 200; }));
+  ASSERT_TRUE(wait_until([&] { return all_completed(ids); }));
+  auto seen = journal.entries();
+  for (int i = 0; i < 200; ++i)
+    EXPECT_EQ(seen[static_cast<std::size_t>(i)], std::to_string(i));
+  for (int i = 0; i < 200; ++i) {
+    auto job = query_job(conn.get(), ids[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(job->result, (json{{"twice", 2 * i}}));
+    EXPECT_EQ(job->attempts, 1);
+    ASSERT_TRUE(job->started_at && job->finished_at);
+    EXPECT_LE(*job->started_at, *job->finished_at);
+  }
+  auto status = queue_status(conn.get(), q);
+  ASSERT_EQ(status.size(), 1u);
+  EXPECT_EQ(status[0].completed, 200);
+  EXPECT_EQ(status[0].pending, 0);
+  EXPECT_EQ(status[0].running, 0);
+}
+
+TEST_F(WorkerTest, WakesWithinMillisecondsOfANotify) {
+  PgConnPtr conn = connect();
+  std::string q = queue("wake");
+  Journal journal;
+  auto o = options({q});
+  o.poll_interval = std::chrono::seconds(60);  // a poll cannot explain it
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return worker.worker().active_queues() == 1; }));
+  RedisLink redis(test::redis_url());
+  // Let the subscription come up; then each job must be picked up fast.
+  for (int i = 0; i < 5; ++i) {
+    enqueue(conn.get(), q, json(i));
+    ASSERT_TRUE(notify(redis, q));
+    EXPECT_TRUE(wait_until(
+        [&] { return journal.size() == static_cast<std::size_t>(i + 1); },
+        milliseconds(5000)));
+  }
+}
+
+// The scenario of the library pgjobq replaces: enqueue two, a third is
+// refused at limit 2, both pending, the first is the head; completing it
+// publishes its result to a subscriber; rescheduling moves job 2 behind;
+// stored results read back.
+TEST_F(WorkerTest, OriginalLibraryScenario) {
+  PgConnPtr conn = connect();
+  std::string q = queue("scenario");
+  auto j1 = try_enqueue(conn.get(), q, json{{"n", 1}}, 2);
+  auto j2 = try_enqueue(conn.get(), q, json{{"n", 2}}, 2);
+  ASSERT_TRUE(j1 && j2);
+  EXPECT_FALSE(try_enqueue(conn.get(), q, json{{"n", 3}}, 2));
+  EXPECT_EQ(queue_status(conn.get(), q)[0].pending, 2);
+  EXPECT_EQ(fifo(q).front(), j1->value);
+
+  // A subscriber on job 1's channel.
+  std::string url = test::redis_url();
+  redisContext* sub =
+      redisConnect("127.0.0.1", std::stoi(url.substr(url.rfind(':') + 1)));
+  ASSERT_TRUE(sub && !sub->err);
+  std::string channel = job_channel(*j1);
+  EXPECT_EQ(channel, "pgjobq/job-" + std::to_string(j1->value));
+  freeReplyObject(redisCommand(sub, "SUBSCRIBE %s", channel.c_str()));
+
+  Gate second_may_run;
+  Journal journal;
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    int n = job.data["n"].get<int>();
+    if (n == 2) second_may_run.wait();
+    journal.add(std::to_string(n));
+    return HandlerResult::complete({{"done", n}});
+  });
+  void* raw = nullptr;
+  ASSERT_EQ(redisGetReply(sub, &raw), REDIS_OK);
+  auto* message = static_cast<redisReply*>(raw);
+  ASSERT_EQ(message->type, REDIS_REPLY_ARRAY);
+  EXPECT_EQ(json::parse(std::string(message->element[2]->str,
+                                    message->element[2]->len)),
+            (json{{"done", 1}}));
+  freeReplyObject(message);
+  redisFree(sub);
+  EXPECT_EQ(query_job(conn.get(), *j1)->result, (json{{"done", 1}}));
+
+  // Job 2 is running (held at the gate); job 3 now fits under the limit.
+  auto j3 = try_enqueue(conn.get(), q, json{{"n", 3}}, 2);
+  ASSERT_TRUE(j3);
+  ASSERT_TRUE(wait_until([&] { return state_of(*j2) == JobState::running; }));
+  EXPECT_THROW(reschedule(conn.get(), *j2), WrongState) << "job 2 is running";
+  second_may_run.open();
+  ASSERT_TRUE(wait_until([&] { return all_completed({*j1, *j2, *j3}); }));
+  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"1", "2", "3"}));
+}
+
+TEST_F(WorkerTest, RescheduleFromTheHandlerMovesTheJobBehindTheOthers) {
+  PgConnPtr conn = connect();
+  std::string q = queue("again");
+  JobId a = enqueue(conn.get(), q, json("a"));
+  JobId b = enqueue(conn.get(), q, json("b"));
+  Journal journal;
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    std::string name = job.data.get<std::string>();
+    journal.add(name + "@" + std::to_string(job.attempt));
+    if (name == "a" && journal.size() == 1) return HandlerResult::reschedule();
+    return HandlerResult::complete(name);
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({a, b}); }));
+  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"a@1", "b@1", "a@1"}))
+      << "a rescheduled job is a fresh job at the back: attempt 1 again";
+  EXPECT_EQ(query_job(conn.get(), a)->result, json("a"));
+}
+
+TEST_F(WorkerTest, OperatorRescheduleAndCancelReorderPendingJobs) {
+  PgConnPtr conn = connect();
+  std::string q = queue("ops");
+  JobId first = enqueue(conn.get(), q, json(1));
+  JobId second = enqueue(conn.get(), q, json(2));
+  JobId third = enqueue(conn.get(), q, json(3));
+  JobId fourth = enqueue(conn.get(), q, json(4));
+  reschedule(conn.get(), first);
+  cancel(conn.get(), third);
+  EXPECT_THROW(cancel(conn.get(), third), WrongState);
+  Journal journal;
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] {
+    return all_completed({first, second, fourth});
+  }));
+  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"2", "4", "1"}));
+  EXPECT_EQ(state_of(third), JobState::cancelled);
+  auto s = queue_status(conn.get(), q)[0];
+  EXPECT_EQ(s.completed, 3);
+  EXPECT_EQ(s.cancelled, 1);
+  EXPECT_EQ(s.pending, 0);
+}
+
+TEST_F(WorkerTest, RetryPolicyRunsTheSameJobAgainBeforeAnythingBehindIt) {
+  PgConnPtr conn = connect();
+  std::string q = queue("retry");
+  JobId flaky = enqueue(conn.get(), q, json("flaky"));
+  JobId after = enqueue(conn.get(), q, json("after"));
+  Journal journal;
+  auto o = options({q});
+  o.on_error = ErrorPolicy::retry;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::string name = job.data.get<std::string>();
+    journal.add(name + "@" + std::to_string(job.attempt));
+    if (name == "flaky" && job.attempt < 3) {
+      throw std::runtime_error("boom " + std::to_string(job.attempt));
+    }
+    return HandlerResult::complete(name);
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({flaky, after}); }));
+  EXPECT_EQ(
+      journal.entries(),
+      (std::vector<std::string>{"flaky@1", "flaky@2", "flaky@3", "after@1"}));
+  auto job = query_job(conn.get(), flaky);
+  EXPECT_EQ(job->attempts, 3);
+  EXPECT_EQ(job->error, "boom 2") << "the last error is kept";
+}
+
+TEST_F(WorkerTest, CrashPolicyRecordsTheErrorAndStopsTheWorker) {
+  PgConnPtr conn = connect();
+  std::string q = queue("crash");
+  JobId bad = enqueue(conn.get(), q, json("bad"));
+  JobId next = enqueue(conn.get(), q, json("next"));
+  std::atomic<int> runs{0};
+  {
+    BackgroundWorker worker(options({q}),
+                            [&](const JobContext&) -> HandlerResult {
+                              ++runs;
+                              throw std::runtime_error("disk on fire");
+                            });
+    std::exception_ptr error = worker.wait_for_exit();
+    ASSERT_TRUE(error);
+    try {
+      std::rethrow_exception(error);
+    } catch (const HandlerFailed& e) {
+      EXPECT_EQ(e.job(), bad);
+      EXPECT_NE(std::string(e.what()).find("disk on fire"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(runs.load(), 1);
+  auto job = query_job(conn.get(), bad);
+  EXPECT_EQ(job->state, JobState::pending);
+  EXPECT_EQ(job->error, "disk on fire");
+  EXPECT_EQ(job->attempts, 1);
+  EXPECT_EQ(query_job(conn.get(), next)->attempts, 0)
+      << "the job behind was not blamed";
+  // A restart picks the job up again.
+  BackgroundWorker again(options({q}), [&](const JobContext& j) {
+    return HandlerResult::complete(j.attempt);
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({bad, next}); }));
+  EXPECT_EQ(query_job(conn.get(), bad)->result, json(2));
+}
+
+TEST_F(WorkerTest, PoisonJobIsMarkedFailedAfterMaxAttemptsAndTheQueueMovesOn) {
+  PgConnPtr conn = connect();
+  std::string q = queue("poison");
+  JobId poison = enqueue(conn.get(), q, json("poison"));
+  JobId fine = enqueue(conn.get(), q, json("fine"));
+  auto o = options({q});
+  o.max_attempts = 3;
+  Handler handler = [](const JobContext& job) -> HandlerResult {
+    if (job.data == "poison") throw std::runtime_error("always fails");
+    return HandlerResult::complete("ok");
+  };
+  for (int restart = 0; restart < 3; ++restart) {
+    BackgroundWorker worker(o, handler);
+    EXPECT_TRUE(worker.wait_for_exit()) << "restart " << restart;
+  }
+  BackgroundWorker last(o, handler);
+  ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }));
+  auto job = query_job(conn.get(), poison);
+  EXPECT_EQ(job->state, JobState::failed);
+  EXPECT_EQ(job->attempts, 3);
+  ASSERT_TRUE(job->error);
+  EXPECT_NE(job->error->find("gave up after 3 attempts"), std::string::npos)
+      << *job->error;
+  RedisLink redis(test::redis_url());
+  EXPECT_THROW(wait_for_result(conn.get(), redis, poison, milliseconds(100)),
+               JobFailed);
+  auto s = queue_status(conn.get(), q)[0];
+  EXPECT_EQ(s.failed, 1);
+  EXPECT_EQ(s.completed, 1);
+}
+
+TEST_F(WorkerTest, HandlerPastItsTimeoutCountsAsAnError) {
+  PgConnPtr conn = connect();
+  std::string q = queue("slow");
+  JobId slow = enqueue(conn.get(), q, json("slow"));
+  auto o = options({q});
+  o.job_timeout = milliseconds(100);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    // A well-behaved slow handler: it watches its stop token.
+    while (!job.stop.stop_requested())
+      std::this_thread::sleep_for(milliseconds(5));
+    return HandlerResult::complete("too late");
+  });
+  EXPECT_TRUE(worker.wait_for_exit());
+  auto job = query_job(conn.get(), slow);
+  EXPECT_EQ(job->state, JobState::pending);
+  ASSERT_TRUE(job->error);
+  EXPECT_NE(job->error->find("timed out"), std::string::npos) << *job->error;
+}
+
+TEST_F(WorkerTest, TimeoutCancelsTheHandlersSqlToo) {
+  PgConnPtr conn = connect();
+  std::string q = queue("slowsql");
+  JobId slow = enqueue(conn.get(), q, json("slow"));
+  auto o = options({q});
+  o.job_timeout = milliseconds(200);
+  o.on_error = ErrorPolicy::retry;
+  o.retry_delay = std::chrono::seconds(30);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    PGresult* r = PQexec(job.db, "SELECT pg_sleep(60)");
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    if (!ok) throw std::runtime_error("sleep interrupted");
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] {
+    auto job = query_job(conn.get(), slow);
+    return job->error.has_value();
+  }));
+  EXPECT_NE(query_job(conn.get(), slow)->error->find("timed out"),
+            std::string::npos);
+}
+
+TEST_F(WorkerTest, TransactionalHandlerCommitsWithTheCompletionOrNotAtAll) {
+  PgConnPtr conn = connect();
+  PQclear(PQexec(conn.get(), "CREATE TABLE effects (job bigint, attempt int)"));
+  std::string q = queue("tx");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::string sql = "INSERT INTO effects VALUES (" +
+                      std::to_string(job.id.value) + ", " +
+                      std::to_string(job.attempt) + ")";
+    PQclear(PQexec(job.db, sql.c_str()));
+    if (job.attempt == 1)
+      throw std::runtime_error("first attempt fails after writing");
+    return HandlerResult::complete("written");
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
+  EXPECT_EQ(query_value("SELECT string_agg(attempt::text, ',') FROM effects"),
+            "2")
+      << "the failed attempt's write was rolled back with it";
+}
+
+TEST_F(WorkerTest, TransactionalHandlerWhoseStatementFailsIsAnError) {
+  PgConnPtr conn = connect();
+  std::string q = queue("txfail");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  auto o = options({q});
+  o.transactional = true;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    // The handler swallows the error, but the transaction is aborted.
+    PQclear(PQexec(job.db, "SELECT no_such_column FROM no_such_table"));
+    return HandlerResult::complete("pretends all is well");
+  });
+  EXPECT_TRUE(worker.wait_for_exit());
+  auto job = query_job(conn.get(), id);
+  EXPECT_EQ(job->state, JobState::pending);
+  EXPECT_NE(job->error->find("transaction failed"), std::string::npos)
+      << *job->error;
+}
+
+TEST_F(WorkerTest, HandlerMayUseTheConnectionInAutocommit) {
+  PgConnPtr conn = connect();
+  PQclear(PQexec(conn.get(), "CREATE TABLE seen (job bigint)"));
+  std::string q = queue("sql");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    std::string sql =
+        "INSERT INTO seen VALUES (" + std::to_string(job.id.value) + ")";
+    PQclear(PQexec(job.db, sql.c_str()));
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
+  EXPECT_EQ(query_value("SELECT count(*) FROM seen"), "1");
+}
+
+TEST_F(WorkerTest, SecondWorkerStandsByAndTakesOver) {
+  PgConnPtr conn = connect();
+  std::string q = queue("standby");
+  Journal journal;
+  Handler handler = [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    return HandlerResult::complete();
+  };
+  auto first = std::make_unique<BackgroundWorker>(options({q}), handler);
+  ASSERT_TRUE(wait_until([&] { return first->worker().active_queues() == 1; }));
+  BackgroundWorker second(options({q}), handler);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(second.worker().active_queues(), 0);
+  first.reset();  // stops gracefully, releasing the lock
+  auto since = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return second.worker().active_queues() == 1; },
+                         milliseconds(3000)));
+  EXPECT_LT(std::chrono::steady_clock::now() - since, std::chrono::seconds(1));
+  JobId id = enqueue(conn.get(), q, json("after takeover"));
+  RedisLink redis(test::redis_url());
+  notify(redis, q);
+  ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
+}
+
+TEST_F(WorkerTest, StopLetsTheRunningJobFinish) {
+  PgConnPtr conn = connect();
+  std::string q = queue("graceful");
+  JobId running = enqueue(conn.get(), q, json("long"));
+  JobId waiting = enqueue(conn.get(), q, json("next"));
+  Gate gate;
+  std::atomic<bool> started{false};
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    if (job.data == "long") {
+      started = true;
+      gate.wait();
+    }
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return started.load(); }));
+  worker.stop();
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_FALSE(worker.finished()) << "stop waits for the running job";
+  gate.open();
+  EXPECT_FALSE(worker.wait_for_exit());
+  EXPECT_EQ(state_of(running), JobState::completed);
+  EXPECT_EQ(state_of(waiting), JobState::pending);
+  EXPECT_EQ(query_job(conn.get(), waiting)->attempts, 0);
+}
+
+TEST_F(WorkerTest, SeveralQueuesRunSideBySideEachInItsOwnOrder) {
+  PgConnPtr conn = connect();
+  std::vector<std::string> queues;
+  for (int i = 0; i < 4; ++i) queues.push_back(queue("side"));
+  std::vector<JobId> ids;
+  for (int n = 0; n < 50; ++n) {
+    for (const auto& q : queues)
+      ids.push_back(enqueue(conn.get(), q, json{{"n", n}}));
+  }
+  std::mutex m;
+  std::map<std::string, std::vector<int>> seen;
+  std::atomic<int> concurrent{0}, max_concurrent{0};
+  BackgroundWorker worker(options(queues), [&](const JobContext& job) {
+    int now = ++concurrent;
+    int expected = max_concurrent.load();
+    while (now > expected &&
+           !max_concurrent.compare_exchange_weak(expected, now)) {
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+    {
+      std::lock_guard lock(m);
+      seen[std::string(job.queue)].push_back(job.data["n"].get<int>());
+    }
+    --concurrent;
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed(ids); }));
+  for (const auto& q : queues) {
+    ASSERT_EQ(seen[q].size(), 50u);
+    for (int n = 0; n < 50; ++n)
+      EXPECT_EQ(seen[q][static_cast<std::size_t>(n)], n);
+  }
+  EXPECT_GT(max_concurrent.load(), 1) << "queues ran side by side";
+}
+
+TEST_F(WorkerTest, KeepsWorkingByPollingWhileRedisIsDown) {
+  test::RedisServer redis_server;
+  PgConnPtr conn = connect();
+  std::string q = queue("noredis");
+  auto o = options({q});
+  o.redis_url = redis_server.url();
+  o.poll_interval = std::chrono::seconds(120);
+  Journal journal;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return worker.worker().active_queues() == 1; }));
+  redis_server.stop();
+  JobId a = enqueue(conn.get(), q, json("while down"));
+  ASSERT_TRUE(
+      wait_until([&] { return all_completed({a}); }, milliseconds(5000)))
+      << "polls every second while Redis is down";
+  redis_server.start();
+  // Back up: the subscription returns and wake-ups are fast again.
+  RedisLink link(redis_server.url());
+  JobId b;
+  ASSERT_TRUE(wait_until([&] {
+    static bool sent = false;
+    if (!sent) {
+      b = enqueue(conn.get(), q, json("after restart"));
+      sent = true;
+    }
+    notify(link, q);
+    return all_completed({b});
+  }));
+  EXPECT_FALSE(worker.finished());
+}
+
+TEST_F(WorkerTest, SurvivesItsConnectionBeingTerminated) {
+  PgConnPtr conn = connect();
+  std::string q = queue("terminated");
+  Journal journal;
+  std::atomic<int> handled{0};
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    ++handled;
+    std::this_thread::sleep_for(milliseconds(2));
+    return HandlerResult::complete(job.data);
+  });
+  std::vector<JobId> ids;
+  RedisLink redis(test::redis_url());
+  for (int i = 0; i < 300; ++i) {
+    ids.push_back(enqueue(conn.get(), q, json(i)));
+    if (i % 50 == 25) {
+      // Kill the worker's session (it holds the queue's advisory lock).
+      PQclear(PQexec(conn.get(),
+                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
+                     "locktype = 'advisory' AND classid = 1886220545 AND "
+                     "database = (SELECT oid FROM pg_database WHERE datname = "
+                     "current_database())"));
+    }
+    notify(redis, q);
+  }
+  ASSERT_TRUE(
+      wait_until([&] { return all_completed(ids); }, milliseconds(30000)));
+  // Every job completed exactly once in the database, in order; a job whose
+  // completion was lost with the connection may have run twice.
+  auto seen = journal.entries();
+  std::vector<int> order;
+  for (const auto& s : seen) {
+    int n = std::stoi(s);
+    if (order.empty() || n > order.back())
+      order.push_back(n);
+    else
+      EXPECT_LE(order.back() - n, 64)
+          << "a re-run goes back only to the uncommitted batch";
+  }
+  EXPECT_EQ(order.size(), 300u);
+  EXPECT_EQ(
+      query_value("SELECT count(*) FROM pgjobq.jobs WHERE state = 'completed'"),
+      "300");
+  EXPECT_EQ(queue_status(conn.get(), q)[0].completed, 300);
+}
+
+TEST_F(WorkerTest, DeepBacklogIsProcessedInOrderInBatches) {
+  PgConnPtr conn = connect();
+  std::string q = queue("deep");
+  std::vector<json> batch;
+  for (int i = 0; i < 5000; ++i) batch.push_back(json(i));
+  auto ids = enqueue_many(conn.get(), q, batch, {.limit = 100000});
+  ASSERT_TRUE(ids);
+  std::atomic<int> next{0};
+  std::atomic<bool> in_order{true};
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    if (job.data.get<int>() != next++) in_order = false;
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until(
+      [&] { return queue_status(conn.get(), q)[0].completed == 5000; },
+      milliseconds(60000)));
+  EXPECT_TRUE(in_order.load());
+  EXPECT_EQ(next.load(), 5000);
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.jobs WHERE attempts <> 1"),
+            "0");
+  EXPECT_EQ(query_job(conn.get(), ids->back())->result, json(4999));
+}
+
+TEST_F(WorkerTest, RefusesBadOptions) {
+  Handler ok = [](const JobContext&) { return HandlerResult::complete(); };
+  auto o = options({"a", "a"});
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+  EXPECT_THROW(Worker(options({}), ok), InvalidInput);
+  EXPECT_THROW(Worker(options({"bad name"}), ok), InvalidInput);
+  o = options({"a"});
+  o.max_attempts = 0;
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+  o = options({"a"});
+  o.redis_url = "http://nope";
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+}
+
+TEST_F(WorkerTest, ShardQueueIsStableAndSpreadsKeys) {
+  EXPECT_EQ(shard_queue("orders", "customer-42", 16),
+            shard_queue("orders", "customer-42", 16));
+  std::set<std::string> used;
+  for (int i = 0; i < 1000; ++i)
+    used.insert(shard_queue("orders", "k" + std::to_string(i), 16));
+  EXPECT_EQ(used.size(), 16u);
+  EXPECT_EQ(shard_queue("orders", "", 1), "orders:0");
+  EXPECT_THROW(shard_queue("orders", "k", 0), InvalidInput);
+  // FNV-1a 64 is fixed; the published test vector for "a" is
+  // 0xaf63dc4c8601ec8c, which is 12 modulo 16. Shards must never move
+  // between releases.
+  EXPECT_EQ(shard_queue("orders", "a", 16), "orders:12");
+  EXPECT_EQ(shard_queue("orders", "customer-42", 16), "orders:14");
+}
+
+}  // namespace
+}  // namespace pgjobq
