@@ -1,11 +1,10 @@
 #include "support/services.h"
 
+#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <hiredis/hiredis.h>
 
 #include <atomic>
 #include <cstdlib>
