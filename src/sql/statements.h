@@ -90,8 +90,10 @@ SELECT state, result, error FROM pgjobq.jobs WHERE id = $1
 // exists.
 //
 // FIFO by commit order: the new position comes from the queue's row, locked
-// like an enqueue. Counts: a failed or cancelled job is admitted again and
-// no longer counted as finished. The job row is locked first (lock order).
+// like an enqueue. The limit: a failed or cancelled job is admitted again
+// (admitted + 1); `finished` is left alone, as it must only ever grow for
+// the enqueue's limit check to be safe. The job row is locked first (lock
+// order).
 inline constexpr pg::Statement kRescheduleJob{"pgjobq_reschedule_job", R"sql(
 WITH job AS (
   SELECT id, queue_id, state FROM pgjobq.jobs WHERE id = $1 FOR UPDATE
@@ -106,8 +108,7 @@ WITH job AS (
   RETURNING q.last_position
 ), progress AS (
   UPDATE pgjobq.queue_progress p
-  SET finished = p.finished - 1,
-      failed = p.failed - (m.state = 'failed')::int,
+  SET failed = p.failed - (m.state = 'failed')::int,
       cancelled = p.cancelled - (m.state = 'cancelled')::int
   FROM movable m
   WHERE p.queue_id = m.queue_id AND m.state <> 'pending'
@@ -234,7 +235,13 @@ WITH done AS (
   UPDATE pgjobq.jobs j
   SET state = c.state::pgjobq.job_state,
       result = c.result,
-      error = coalesce(c.error, j.error),
+      -- A job given up on keeps the story: why, and its last error.
+      error = CASE
+        WHEN c.state = 'failed' THEN c.error || coalesce(
+          '; last error: ' || j.error,
+          '; no error was recorded: the worker died or lost its connection '
+          'while running it')
+        ELSE coalesce(c.error, j.error) END,
       finished_at = clock_timestamp()
   FROM jsonb_to_recordset($2::jsonb)
        AS c (id bigint, attempt int, state text, result jsonb, error text)

@@ -34,8 +34,8 @@ CREATE TABLE pgjobq.queue_progress (
   queue_id integer PRIMARY KEY REFERENCES pgjobq.queues (id),
   -- The worker's cursor: no unfinished job sits at or before it.
   handled_position bigint NOT NULL DEFAULT 0,
-  -- Jobs that reached a final state, ever (only a reschedule of a failed or
-  -- cancelled job takes one back).
+  -- Jobs that reached a final state, ever. Only ever grows: enqueuers read
+  -- it from their snapshot, and a stale value must only err on refusing.
   finished bigint NOT NULL DEFAULT 0 CHECK (finished >= 0),
   -- Finished jobs still stored, by state (prune subtracts).
   completed bigint NOT NULL DEFAULT 0,

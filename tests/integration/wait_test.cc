@@ -1,0 +1,249 @@
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "pgjobq/enqueue.h"
+#include "pgjobq/errors.h"
+#include "pgjobq/jobs.h"
+#include "pgjobq/worker.h"
+#include "support/services.h"
+#include "support/worker.h"
+
+namespace pgjobq {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+using test::BackgroundWorker;
+using test::wait_until;
+
+class WaitTest : public test::DatabaseTest {
+ protected:
+  WorkerOptions options(const std::string& queue,
+                        const std::string& redis_url) const {
+    WorkerOptions o;
+    o.db_url = db_url();
+    o.redis_url = redis_url;
+    o.queues = {queue};
+    o.poll_interval = std::chrono::seconds(30);
+    return o;
+  }
+  bool completed(JobId id) const {
+    PgConnPtr conn = connect();
+    return query_job(conn.get(), id)->state == JobState::completed;
+  }
+};
+
+// A handler that waits for the test's go-ahead, so jobs finish when the
+// test says.
+class Release {
+ public:
+  void allow() { allowed_ = true; }
+  void wait() const {
+    while (!allowed_) std::this_thread::sleep_for(milliseconds(1));
+  }
+
+ private:
+  std::atomic<bool> allowed_{false};
+};
+
+TEST_F(WaitTest, ReturnsAtOnceForAJobAlreadyCompleted) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  JobId id = enqueue(conn.get(), q, json{{"x", 1}});
+  {
+    BackgroundWorker worker(options(q, test::redis_url()),
+                            [](const JobContext& job) {
+                              return HandlerResult::complete(job.data);
+                            });
+    ASSERT_TRUE(wait_until([&] { return completed(id); }));
+  }
+  RedisLink redis(test::redis_url());
+  auto start = SteadyClock::now();
+  EXPECT_EQ(wait_for_result(conn.get(), redis, id, milliseconds(5000)),
+            (json{{"x", 1}}));
+  EXPECT_LT(SteadyClock::now() - start, milliseconds(500));
+}
+
+TEST_F(WaitTest, ReturnsTheResultSoonAfterTheJobCompletes) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  Release release;
+  BackgroundWorker worker(options(q, test::redis_url()),
+                          [&](const JobContext& job) {
+                            release.wait();
+                            return HandlerResult::complete(job.data["n"]);
+                          });
+  JobId id = enqueue(conn.get(), q, json{{"n", 42}});
+  RedisLink notifier(test::redis_url());
+  notify(notifier, q);
+  auto waiter = std::async(std::launch::async, [&] {
+    PgConnPtr own = connect();
+    RedisLink redis(test::redis_url());
+    return wait_for_result(own.get(), redis, id, milliseconds(10000));
+  });
+  std::this_thread::sleep_for(milliseconds(50));
+  auto released_at = SteadyClock::now();
+  release.allow();
+  EXPECT_EQ(waiter.get(), json(42));
+  // Woken by the published result, not by the (1 s) re-check.
+  EXPECT_LT(SteadyClock::now() - released_at, milliseconds(200));
+}
+
+TEST_F(WaitTest, WithRedisStoppedItStillReturnsByPolling) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  test::RedisServer redis_server;
+  redis_server.stop();
+  Release release;
+  // The worker publishes to the shared Redis; the waiter's Redis is down.
+  BackgroundWorker worker(options(q, test::redis_url()),
+                          [&](const JobContext&) {
+                            release.wait();
+                            return HandlerResult::complete("polled");
+                          });
+  JobId id = enqueue(conn.get(), q, json(1));
+  RedisLink notifier(test::redis_url());
+  notify(notifier, q);
+  RedisLink dead(redis_server.url(), milliseconds(200));
+  auto waiter = std::async(std::launch::async, [&] {
+    PgConnPtr own = connect();
+    return wait_for_result(own.get(), dead, id, milliseconds(10000));
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+  release.allow();
+  EXPECT_EQ(waiter.get(), json("polled"));
+}
+
+TEST_F(WaitTest, RedisDyingMidWaitFallsBackToPolling) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  test::RedisServer redis_server;
+  Release release;
+  BackgroundWorker worker(options(q, test::redis_url()),
+                          [&](const JobContext&) {
+                            release.wait();
+                            return HandlerResult::complete("still seen");
+                          });
+  JobId id = enqueue(conn.get(), q, json(1));
+  RedisLink notifier(test::redis_url());
+  notify(notifier, q);
+  RedisLink link(redis_server.url(), milliseconds(200));
+  auto waiter = std::async(std::launch::async, [&] {
+    PgConnPtr own = connect();
+    return wait_for_result(own.get(), link, id, milliseconds(10000));
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+  redis_server.stop();
+  std::this_thread::sleep_for(milliseconds(100));
+  release.allow();
+  EXPECT_EQ(waiter.get(), json("still seen"));
+}
+
+TEST_F(WaitTest, ForgedMessagesDoNotChangeWhatWaitReturns) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  Release release;
+  BackgroundWorker worker(options(q, test::redis_url()),
+                          [&](const JobContext&) {
+                            release.wait();
+                            return HandlerResult::complete({{"real", true}});
+                          });
+  JobId id = enqueue(conn.get(), q, json(1));
+  RedisLink attacker(test::redis_url());
+  notify(attacker, q);
+  auto waiter = std::async(std::launch::async, [&] {
+    PgConnPtr own = connect();
+    RedisLink redis(test::redis_url());
+    return wait_for_result(own.get(), redis, id, milliseconds(10000));
+  });
+  // Forge results while the job is still running.
+  for (int i = 0; i < 20; ++i) {
+    attacker.publish(job_channel(id), R"({"real": false})");
+    attacker.publish(job_channel(id), "not even json");
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(waiter.wait_for(milliseconds(100)), std::future_status::timeout)
+      << "a forged message must not end the wait";
+  release.allow();
+  EXPECT_EQ(waiter.get(), (json{{"real", true}}));
+  // And after completion, forging more changes nothing stored.
+  attacker.publish(job_channel(id), R"({"real": false})");
+  RedisLink redis(test::redis_url());
+  EXPECT_EQ(wait_for_result(conn.get(), redis, id, milliseconds(1000)),
+            (json{{"real", true}}));
+  EXPECT_EQ(query_job(conn.get(), id)->result, (json{{"real", true}}));
+}
+
+TEST_F(WaitTest, TimesOutWhenTheJobDoesNotFinish) {
+  PgConnPtr conn = connect();
+  JobId id = enqueue(conn.get(), queue(), json(1));  // no worker
+  RedisLink redis(test::redis_url());
+  auto start = SteadyClock::now();
+  EXPECT_THROW(wait_for_result(conn.get(), redis, id, milliseconds(300)),
+               Timeout);
+  auto took = SteadyClock::now() - start;
+  EXPECT_GE(took, milliseconds(300));
+  EXPECT_LT(took, milliseconds(1500));
+}
+
+TEST_F(WaitTest, UnknownJobIsNoSuchJob) {
+  PgConnPtr conn = connect();
+  RedisLink redis(test::redis_url());
+  EXPECT_THROW(
+      wait_for_result(conn.get(), redis, JobId{987654}, milliseconds(100)),
+      NoSuchJob);
+  EXPECT_THROW(wait_for_result(conn.get(), redis, JobId{-1}, milliseconds(100)),
+               NoSuchJob);
+}
+
+TEST_F(WaitTest, CancelledJobIsJobFailed) {
+  PgConnPtr conn = connect();
+  JobId id = enqueue(conn.get(), queue(), json(1));
+  cancel(conn.get(), id);
+  RedisLink redis(test::redis_url());
+  try {
+    wait_for_result(conn.get(), redis, id, milliseconds(1000));
+    FAIL() << "expected JobFailed";
+  } catch (const JobFailed& e) {
+    EXPECT_EQ(e.state(), JobState::cancelled);
+  }
+}
+
+TEST_F(WaitTest, FailedJobIsJobFailedWithTheStoredError) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  JobId id = enqueue(conn.get(), q, json(1));
+  auto o = options(q, test::redis_url());
+  o.max_attempts = 1;
+  o.on_error = ErrorPolicy::retry;
+  o.retry_delay = milliseconds(1);
+  BackgroundWorker worker(o, [](const JobContext&) -> HandlerResult {
+    throw std::runtime_error("out of ink");
+  });
+  RedisLink redis(test::redis_url());
+  try {
+    wait_for_result(conn.get(), redis, id, milliseconds(10000));
+    FAIL() << "expected JobFailed";
+  } catch (const JobFailed& e) {
+    EXPECT_EQ(e.state(), JobState::failed);
+    EXPECT_NE(e.stored_error().find("out of ink"), std::string::npos)
+        << e.stored_error();
+  }
+}
+
+TEST_F(WaitTest, ANullResultIsReturnedAsNull) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  JobId id = enqueue(conn.get(), q, json(1));
+  BackgroundWorker worker(options(q, test::redis_url()), [](const JobContext&) {
+    return HandlerResult::complete();
+  });
+  RedisLink redis(test::redis_url());
+  EXPECT_TRUE(
+      wait_for_result(conn.get(), redis, id, milliseconds(10000)).is_null());
+}
+
+}  // namespace
+}  // namespace pgjobq
