@@ -1,0 +1,95 @@
+#include "pgjobq/connection.h"
+
+#include <cstdlib>
+
+#include "pgjobq/enqueue.h"
+#include "pgjobq/errors.h"
+#include "support/services.h"
+
+namespace pgjobq {
+namespace {
+
+TEST(ConnectionTest, DatabaseUrlOrPgVariablesAreUsedWhenNoUrlIsGiven) {
+  std::string admin = test::required_env("PGJOBQ_TEST_PG_ADMIN_URL");
+  ::setenv("DATABASE_URL", admin.c_str(), 1);
+  EXPECT_NO_THROW(connect_database());
+  ::unsetenv("DATABASE_URL");
+  // libpq's own variables.
+  std::string port = test::required_env("PGJOBQ_PG_PORT");
+  ::setenv("PGHOST", "127.0.0.1", 1);
+  ::setenv("PGPORT", port.c_str(), 1);
+  ::setenv("PGUSER", "postgres", 1);
+  ::setenv("PGDATABASE", "postgres", 1);
+  EXPECT_NO_THROW(connect_database());
+  ::unsetenv("PGHOST");
+  ::unsetenv("PGPORT");
+}
+
+TEST(ConnectionTest, UnreachableDatabaseErrorNamesItButNotThePassword) {
+  try {
+    connect_database("postgresql://app:SuperSecret1@127.0.0.1:1/jobs");
+    FAIL() << "expected ConnectionError";
+  } catch (const ConnectionError& e) {
+    std::string message = e.what();
+    EXPECT_EQ(message.find("SuperSecret1"), std::string::npos) << message;
+    EXPECT_NE(message.find("127.0.0.1"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << "one line";
+  }
+  try {
+    connect_database("host=127.0.0.1 port=1 password=SuperSecret2");
+    FAIL() << "expected ConnectionError";
+  } catch (const ConnectionError& e) {
+    EXPECT_EQ(std::string(e.what()).find("SuperSecret2"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ConnectionTest, MalformedDatabaseUrlIsAClearError) {
+  try {
+    connect_database("postgresql://app:SuperSecret3@host:notaport/db");
+    FAIL() << "expected ConnectionError";
+  } catch (const ConnectionError& e) {
+    EXPECT_EQ(std::string(e.what()).find("SuperSecret3"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ConnectionTest, RedisDatabaseNumberIsSelected) {
+  test::RedisServer redis;
+  RedisLink ok("unix://" + redis.socket_path() + "?db=3");
+  EXPECT_NO_THROW(ok.publish("pgjobq/x", "hi"));
+  // Redis has 16 databases by default: SELECT 99 is refused, which shows
+  // SELECT is sent.
+  RedisLink out_of_range("unix://" + redis.socket_path() + "?db=99");
+  try {
+    out_of_range.publish("pgjobq/x", "hi");
+    FAIL() << "expected ConnectionError";
+  } catch (const ConnectionError& e) {
+    EXPECT_NE(std::string(e.what()).find("DB index"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ConnectionTest, RedisOverTcpWithDatabaseInThePath) {
+  std::string url = test::redis_url() + "/2";
+  RedisLink link(url);
+  EXPECT_NO_THROW(link.publish("pgjobq/x", "hi"));
+  EXPECT_EQ(link.url(), url);
+}
+
+TEST(ConnectionTest, UnreachableRedisIsAConnectionErrorWithoutThePassword) {
+  RedisLink link("redis://:Hunter22@127.0.0.1:1/0",
+                 std::chrono::milliseconds(300));
+  try {
+    link.publish("pgjobq/x", "hi");
+    FAIL() << "expected ConnectionError";
+  } catch (const ConnectionError& e) {
+    EXPECT_EQ(std::string(e.what()).find("Hunter22"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:1"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pgjobq
