@@ -120,6 +120,10 @@ class Runner {
           serve_when_holding_lock();
           return;
         } catch (const ConnectionError& e) {
+          // A database that cannot be reached at start is a configuration
+          // or deployment problem: fail loudly (the supervisor retries).
+          // Once connected, outages are waited out.
+          if (!connected_once_) throw;
           log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
                                      "; reconnecting in " +
                                      std::to_string(retry.count()) + " ms");
@@ -141,6 +145,7 @@ class Runner {
 
   void serve_when_holding_lock() {
     QueueSession session(options_.db_url, queue_);
+    connected_once_ = true;
     while (!session.resolve_queue()) {
       // Another transaction is creating the queue right now.
       pause(w_.stop, milliseconds(50));
@@ -458,6 +463,7 @@ class Runner {
   const std::string& queue_;
   Running& running_;
 
+  bool connected_once_ = false;
   std::deque<ClaimedJob> batch_;  // claimed, not yet run
   std::vector<Outcome> done_;     // run, not yet committed
   SteadyClock::time_point done_since_;

@@ -132,7 +132,8 @@ class Worker {
   // Runs until stop() is called (returns once every running job has
   // finished and its completion is committed) or, under the crash policy, a
   // handler fails (throws HandlerFailed, after the other queues' running
-  // jobs finish). Throws InvalidInput or Error for problems that retrying
+  // jobs finish). Throws ConnectionError if PostgreSQL cannot be reached at
+  // start (later outages are waited out), and Error for problems retrying
   // cannot fix (such as a missing schema). Call once.
   void run();
 

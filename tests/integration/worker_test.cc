@@ -663,3 +663,34 @@ TEST_F(WorkerTest, ShardQueueIsStableAndSpreadsKeys) {
 
 }  // namespace
 }  // namespace pgjobq
+
+namespace pgjobq {
+namespace {
+
+TEST_F(WorkerTest, UnreachableDatabaseAtStartIsAnError) {
+  auto o = options({queue()});
+  o.db_url = "postgresql://postgres:pw@127.0.0.1:1/nowhere";
+  BackgroundWorker worker(
+      o, [](const JobContext&) { return HandlerResult::complete(); });
+  std::exception_ptr error = worker.wait_for_exit();
+  ASSERT_TRUE(error);
+  EXPECT_THROW(std::rethrow_exception(error), ConnectionError);
+}
+
+TEST_F(WorkerTest, RedisDownAtStartIsNotAnError) {
+  test::RedisServer redis_server;
+  redis_server.stop();
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  auto o = options({q});
+  o.redis_url = redis_server.url();
+  BackgroundWorker worker(o, [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  });
+  JobId id = enqueue(conn.get(), q, json("no redis"));
+  ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
+  EXPECT_FALSE(worker.finished());
+}
+
+}  // namespace
+}  // namespace pgjobq
