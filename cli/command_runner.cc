@@ -1,0 +1,399 @@
+#include "cli/command_runner.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <system_error>
+
+#include "cli/common.h"
+#include "cli/json_input.h"
+#include "pgjobq/errors.h"
+#include "pgjobq/log.h"
+
+extern char** environ;
+
+namespace pgjobq::cli {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// After the command exits, how long processes it left behind may keep its
+// stdout open before we stop reading.
+constexpr milliseconds kDrainGrace{1000};
+// Without a pidfd, how often to look whether the command has exited.
+constexpr milliseconds kExitPoll{20};
+
+// Owns a file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  void reset() noexcept {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+std::string error_text(int error) {
+  return std::generic_category().message(error);
+}
+
+void set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : std::to_string(sig);
+}
+
+// posix_spawn's attributes and file actions, destroyed on every path.
+struct SpawnSetup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  SpawnSetup(int stdin_fd, int stdout_fd) {
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_adddup2(&actions, stdin_fd, STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
+    // Whatever the worker's libraries opened without O_CLOEXEC (a Redis
+    // socket, say) is not the command's business.
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    // A process group of its own, every signal unblocked (the worker
+    // blocks SIGTERM and SIGINT in all its threads) and the ones the
+    // worker handles or ignores back to their defaults.
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+                                        POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&attr, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    for (int sig :
+         {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) {
+      sigaddset(&defaults, sig);
+    }
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+  }
+  ~SpawnSetup() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+  }
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
+};
+
+bool only_whitespace(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+  });
+}
+
+}  // namespace
+
+CommandRunner::CommandRunner(std::vector<std::string> argv,
+                             std::size_t max_output,
+                             std::chrono::milliseconds kill_grace)
+    : argv_(std::move(argv)), max_output_(max_output), kill_grace_(kill_grace) {
+  if (argv_.empty()) throw InvalidInput("work: no command given");
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view entry(*e);
+    if (entry.starts_with("PGJOBQ_JOB_ID=") ||
+        entry.starts_with("PGJOBQ_QUEUE=") ||
+        entry.starts_with("PGJOBQ_ATTEMPT=")) {
+      continue;
+    }
+    base_env_.emplace_back(entry);
+  }
+  std::string joined;
+  for (const std::string& a : argv_) {
+    if (!joined.empty()) joined += ' ';
+    joined += a;
+  }
+  description_ = "command \"" + escape_bytes(joined, 60) + "\"";
+}
+
+CommandOutcome CommandRunner::run(
+    std::string_view input,
+    const std::vector<std::pair<std::string, std::string>>& env,
+    std::stop_token stop) {
+  // Everything the child needs is built before it exists.
+  std::vector<std::string> args = argv_;
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings = base_env_;
+  for (const auto& [key, value] : env) env_strings.push_back(key + "=" + value);
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  int in[2];
+  int out[2];
+  if (pipe2(in, O_CLOEXEC) != 0) {
+    throw Error("cannot create a pipe: " + error_text(errno));
+  }
+  Fd in_read(in[0]);
+  Fd in_write(in[1]);
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    throw Error("cannot create a pipe: " + error_text(errno));
+  }
+  Fd out_read(out[0]);
+  Fd out_write(out[1]);
+
+  pid_t pid = -1;
+  {
+    SpawnSetup setup(in_read.get(), out_write.get());
+    // Spawning and registering under one lock: kill_all() sees every
+    // child, and none starts after it.
+    std::lock_guard lock(mutex_);
+    if (killed_) throw Error("the worker is exiting");
+    int rc = posix_spawnp(&pid, argv[0], &setup.actions, &setup.attr,
+                          argv.data(), envp.data());
+    if (rc != 0) {
+      throw Error("cannot run " + description_ + ": " + error_text(rc));
+    }
+    running_.insert(pid);
+  }
+  in_read.reset();
+  out_write.reset();
+  set_nonblocking(in_write.get());
+  set_nonblocking(out_read.get());
+  if (input.empty()) in_write.reset();
+
+    // Readable when the child exits (Linux 5.3+); without it we look often.
+#ifdef SYS_pidfd_open
+  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+#else
+  Fd pidfd;
+#endif
+  Fd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  std::stop_callback on_stop(stop, [fd = wake.get()] {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = write(fd, &one, sizeof one);
+  });
+
+  CommandOutcome outcome;
+  std::size_t written = 0;
+  bool exited = false;
+  siginfo_t exit_info{};
+  bool killed_hard = false;
+  SteadyClock::time_point drain_deadline;
+  SteadyClock::time_point kill_deadline;
+  char buffer[65536];
+
+  while (true) {
+    auto now = SteadyClock::now();
+    if (!exited) {
+      // WNOWAIT: the child stays a zombie, so its pid, which is also its
+      // process group's id, cannot be reused while we may still signal it.
+      siginfo_t info{};
+      if (waitid(P_PID, static_cast<id_t>(pid), &info,
+                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid == pid) {
+        exited = true;
+        exit_info = info;
+        drain_deadline = now + kDrainGrace;
+        pidfd.reset();
+      }
+    }
+    if (exited && !out_read.valid()) break;
+    if (exited && now >= drain_deadline) {
+      outcome.output_left_open = true;
+      break;
+    }
+    if (outcome.stopped && !killed_hard && now >= kill_deadline) {
+      kill(-pid, SIGKILL);
+      killed_hard = true;
+    }
+
+    pollfd fds[4];
+    nfds_t count = 0;
+    int in_index = -1, out_index = -1, wake_index = -1;
+    if (in_write.valid()) {
+      in_index = static_cast<int>(count);
+      fds[count++] = {in_write.get(), POLLOUT, 0};
+    }
+    if (out_read.valid()) {
+      out_index = static_cast<int>(count);
+      fds[count++] = {out_read.get(), POLLIN, 0};
+    }
+    if (wake.valid() && !outcome.stopped) {
+      wake_index = static_cast<int>(count);
+      fds[count++] = {wake.get(), POLLIN, 0};
+    }
+    if (pidfd.valid()) fds[count++] = {pidfd.get(), POLLIN, 0};
+
+    milliseconds timeout = milliseconds::max();
+    if (!exited && !pidfd.valid()) timeout = kExitPoll;
+    if (exited) {
+      timeout = std::min(timeout,
+                         std::chrono::ceil<milliseconds>(drain_deadline - now));
+    }
+    if (outcome.stopped && !killed_hard) {
+      timeout = std::min(timeout,
+                         std::chrono::ceil<milliseconds>(kill_deadline - now));
+    }
+    int poll_timeout =
+        timeout == milliseconds::max()
+            ? -1
+            : static_cast<int>(std::max<milliseconds::rep>(timeout.count(), 0));
+    if (poll(fds, count, poll_timeout) < 0 && errno != EINTR) {
+      kill(-pid, SIGKILL);
+      killed_hard = true;
+      outcome.stopped = true;
+      continue;
+    }
+
+    if (wake_index >= 0 && (fds[wake_index].revents & POLLIN)) {
+      // The job's stop token: ask the whole group to stop, insist later.
+      outcome.stopped = true;
+      kill(-pid, SIGTERM);
+      kill_deadline = SteadyClock::now() + kill_grace_;
+      in_write.reset();
+      continue;
+    }
+    if (in_index >= 0 && fds[in_index].revents != 0) {
+      ssize_t n =
+          write(in_write.get(), input.data() + written, input.size() - written);
+      if (n > 0) {
+        written += static_cast<std::size_t>(n);
+        if (written == input.size()) in_write.reset();
+      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        // EPIPE: the command did not read all of its input; its choice.
+        in_write.reset();
+      }
+    }
+    if (out_index >= 0 && fds[out_index].revents != 0) {
+      ssize_t n = read(out_read.get(), buffer, sizeof buffer);
+      if (n == 0) {
+        out_read.reset();
+      } else if (n > 0) {
+        outcome.output.append(buffer, static_cast<std::size_t>(n));
+        if (outcome.output.size() > max_output_) {
+          outcome.output_overflow = true;
+          outcome.output.resize(max_output_);
+          out_read.reset();
+          in_write.reset();
+          kill(-pid, SIGKILL);
+          killed_hard = true;
+        }
+      } else if (errno != EAGAIN && errno != EINTR) {
+        out_read.reset();
+      }
+    }
+  }
+
+  // Processes the command left behind in its group die with it when it was
+  // stopped; the zombie leader still holds the group id.
+  if (outcome.stopped || outcome.output_overflow) kill(-pid, SIGKILL);
+  {
+    std::lock_guard lock(mutex_);
+    running_.erase(pid);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (exit_info.si_code == CLD_EXITED) {
+    outcome.exited = true;
+    outcome.exit_code = exit_info.si_status;
+  } else {
+    outcome.signal = exit_info.si_status;
+  }
+  return outcome;
+}
+
+HandlerResult CommandRunner::handle(const JobContext& job) {
+  std::string input =
+      job.data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  CommandOutcome out = run(input,
+                           {{"PGJOBQ_JOB_ID", std::to_string(job.id.value)},
+                            {"PGJOBQ_QUEUE", std::string(job.queue)},
+                            {"PGJOBQ_ATTEMPT", std::to_string(job.attempt)}},
+                           job.stop);
+  std::string job_label = "job " + std::to_string(job.id.value);
+  if (out.output_left_open) {
+    log(LogLevel::warning,
+        job_label + ": " + description_ +
+            " exited but processes it started still hold its stdout; "
+            "not reading further");
+  }
+  if (out.stopped) {
+    throw Error(description_ +
+                " was stopped (job timeout): its process group was killed");
+  }
+  if (out.output_overflow) {
+    throw Error(description_ + " wrote more than " +
+                std::to_string(max_output_) +
+                " bytes to stdout (the result limit): its process group was "
+                "killed");
+  }
+  if (!out.exited) {
+    throw Error(description_ + " was killed by " + signal_name(out.signal));
+  }
+  if (out.exit_code == kRescheduleExitCode) return HandlerResult::reschedule();
+  if (out.exit_code != 0) {
+    throw Error(description_ + " exited with status " +
+                std::to_string(out.exit_code));
+  }
+  if (only_whitespace(out.output)) return HandlerResult::complete(nullptr);
+  try {
+    return HandlerResult::complete(
+        parse_json(out.output, "its stdout", max_output_));
+  } catch (const InvalidInput& e) {
+    throw Error(description_ + " exited 0, but " + e.what() +
+                " (stdout began \"" + escape_bytes(out.output, 60) + "\")");
+  }
+}
+
+void CommandRunner::kill_all() noexcept {
+  std::lock_guard lock(mutex_);
+  killed_ = true;
+  for (pid_t group : running_) kill(-group, SIGKILL);
+}
+
+bool is_executable(const std::string& program) {
+  auto executable = [](const std::string& path) {
+    struct stat st {};
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+           access(path.c_str(), X_OK) == 0;
+  };
+  if (program.empty()) return false;
+  if (program.find('/') != std::string::npos) return executable(program);
+  const char* path_env = std::getenv("PATH");
+  std::string_view path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  while (true) {
+    std::size_t colon = path.find(':');
+    std::string dir(path.substr(0, colon));
+    if (dir.empty()) dir = ".";
+    if (executable(dir + "/" + program)) return true;
+    if (colon == std::string_view::npos) return false;
+    path.remove_prefix(colon + 1);
+  }
+}
+
+}  // namespace pgjobq::cli

@@ -1,0 +1,98 @@
+#pragma once
+
+// Runs a job's command: `pgjobq work QUEUE... -- CMD [ARG...]`.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <set>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "pgjobq/worker.h"
+
+namespace pgjobq::cli {
+
+// How one run of the command ended.
+struct CommandOutcome {
+  // Set when the command exited; otherwise `signal` killed it.
+  bool exited = false;
+  int exit_code = 0;
+  int signal = 0;
+  // Everything it wrote to stdout (up to the limit).
+  std::string output;
+  // It wrote more than the limit to stdout and was killed.
+  bool output_overflow = false;
+  // The stop token was requested and the command was killed.
+  bool stopped = false;
+  // It exited, but processes it left behind still held its stdout open
+  // after a grace period; what they would write later is not read.
+  bool output_left_open = false;
+};
+
+// Runs CMD [ARG...] once per job, as the Worker's handler:
+//
+//  - the job's data JSON on its stdin; PGJOBQ_JOB_ID, PGJOBQ_QUEUE and
+//    PGJOBQ_ATTEMPT added to the worker's environment; stderr shared with
+//    the worker's;
+//  - in a process group of its own, so a terminal's Ctrl-C reaches the
+//    worker only (which lets the job finish), and a timeout kills every
+//    process the command started;
+//  - exit 0 completes the job with its stdout parsed as the result JSON
+//    (empty stdout is a null result); exit 75 (EX_TEMPFAIL) reschedules
+//    it; anything else, stdout that is not JSON or larger than the payload
+//    limit, or a requested stop, is a handler error (thrown).
+//
+// Thread-safe: the Worker calls handle() from one thread per queue.
+class CommandRunner {
+ public:
+  // Exit code that reschedules the job (EX_TEMPFAIL of sysexits.h).
+  static constexpr int kRescheduleExitCode = 75;
+
+  // `argv` is CMD [ARG...]. `max_output` bounds stdout. `kill_grace` is how
+  // long a stopped command's process group has between SIGTERM and SIGKILL.
+  explicit CommandRunner(
+      std::vector<std::string> argv, std::size_t max_output,
+      std::chrono::milliseconds kill_grace = std::chrono::milliseconds(2000));
+
+  // The Worker's handler.
+  HandlerResult handle(const JobContext& job);
+
+  // Runs the command once with `input` on stdin and `env` added to the
+  // environment. When `stop` is requested, sends SIGTERM to its process
+  // group and, after the grace, SIGKILL. Always reaps the child. Throws
+  // Error if it cannot be started.
+  CommandOutcome run(
+      std::string_view input,
+      const std::vector<std::pair<std::string, std::string>>& env,
+      std::stop_token stop);
+
+  // SIGKILLs the process group of every running command, and refuses to
+  // start more. For the second SIGTERM: the process exits right after.
+  void kill_all() noexcept;
+
+  // "sh -c ..." for messages, escaped and shortened.
+  const std::string& description() const noexcept { return description_; }
+
+ private:
+  std::vector<std::string> argv_;
+  std::vector<std::string> base_env_;
+  std::size_t max_output_;
+  std::chrono::milliseconds kill_grace_;
+  std::string description_;
+
+  std::mutex mutex_;
+  std::set<pid_t> running_;  // process groups (= leader pids), not reaped
+  bool killed_ = false;
+};
+
+// Whether `program` names an executable file: a path with a '/', or a
+// name found on PATH, as posix_spawnp would look it up.
+bool is_executable(const std::string& program);
+
+}  // namespace pgjobq::cli

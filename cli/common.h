@@ -1,0 +1,96 @@
+#pragma once
+
+// What every command shares: the connection options, exit codes, and the
+// parsing of arguments (durations, job ids) that CLI11 leaves as strings.
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pgjobq/connection.h"
+#include "pgjobq/job.h"
+
+namespace pgjobq::cli {
+
+// The exit codes of DESIGN.md.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitQueueFull = 3;
+inline constexpr int kExitTimeout = 4;
+inline constexpr int kExitJobFailed = 5;
+inline constexpr int kExitNoSuchJob = 6;
+
+// The global options: --db and --redis. Empty means the environment
+// (DATABASE_URL or PG* variables; REDIS_URL or redis://127.0.0.1:6379).
+struct Connections {
+  std::string db_url;
+  std::string redis_url;
+};
+
+// Connects to PostgreSQL (connect_database) and keeps the server's
+// NOTICE chatter ("schema already exists, skipping") off stderr; warnings
+// still show, as one "pgjobq: postgres: ..." line each.
+PgConnPtr connect(const Connections& connections);
+
+// An error with its own exit code, for outcomes the library reports as
+// values (a full queue) and for usage errors found after parsing.
+class ExitError : public std::runtime_error {
+ public:
+  ExitError(int code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+// A usage error (exit 2) found after CLI11 accepted the arguments.
+inline ExitError usage_error(const std::string& message) {
+  return ExitError(kExitUsage, message);
+}
+
+// The exit code for an exception a command let through: DESIGN.md's
+// mapping of pgjobq's errors (and ExitError's own code).
+int exit_code_for(const std::exception& error) noexcept;
+
+// Parses a duration: a non-negative decimal number with a unit, one of
+// us, ms, s, m, h, d, w ("30s", "1.5m", "7d"). A bare number means seconds
+// when `bare_seconds` is true and is refused otherwise. Throws ExitError
+// (usage) naming `option` for anything else, or for more than ten years.
+std::chrono::microseconds parse_duration(std::string_view text,
+                                         std::string_view option,
+                                         bool bare_seconds = true);
+
+// Parses a job id: a positive decimal integer. Throws ExitError (usage).
+JobId parse_job_id(std::string_view text);
+
+// A duration for people: "850ms", "42.1s", "3m07s", "5h02m", "2d04h".
+std::string format_age(std::chrono::microseconds age);
+
+// The secrets that `url` carries (its password, raw and percent-decoded,
+// from the userinfo or a password= parameter), to scrub from messages.
+std::vector<std::string> secrets_in_url(std::string_view url);
+
+// `message` made into one printable line: every secret replaced by "***",
+// line breaks and other control characters by spaces.
+std::string one_line(std::string message,
+                     const std::vector<std::string>& secrets = {});
+
+// `bytes` for a message: printable ASCII as is, everything else escaped
+// (\n, \xNN), at most `max` bytes of it followed by "..." when cut. Safe
+// to store in PostgreSQL text and to print on one line.
+std::string escape_bytes(std::string_view bytes, std::size_t max = 80);
+
+// Whether file descriptor `fd` is a terminal.
+bool is_terminal(int fd) noexcept;
+
+// Writes `line` and a newline to stdout and flushes, so that a caller
+// reading our output sees each line as soon as it is final.
+void print_line(std::string_view line);
+
+}  // namespace pgjobq::cli

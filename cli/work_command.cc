@@ -1,0 +1,274 @@
+// `pgjobq work QUEUE... -- CMD [ARG...]`: a Worker whose handler runs a
+// command per job, and the signal handling a supervised process needs.
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+
+#include "cli/command_runner.h"
+#include "cli/commands.h"
+#include "pgjobq/enqueue.h"
+#include "pgjobq/log.h"
+#include "pgjobq/worker.h"
+
+namespace pgjobq::cli {
+namespace {
+
+using std::chrono::milliseconds;
+
+struct WorkArgs {
+  std::vector<std::string> queues;
+  std::string poll_interval = "120";
+  std::string on_error = "crash";
+  int max_attempts = 25;
+  std::string job_timeout;
+  std::string retry_delay = "1";
+};
+
+// SIGTERM and SIGINT are blocked in every thread and taken by one thread
+// with sigwait, where it is safe to call Worker::stop(). SIGUSR1 (from
+// ourselves, with `done_` set) ends that thread.
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);
+  return set;
+}
+
+std::string signal_label(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+class SignalThread {
+ public:
+  // Call before any other thread exists: threads inherit the mask.
+  static void block() {
+    sigset_t set = handled_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+
+  SignalThread(Worker& worker, CommandRunner& runner)
+      : worker_(worker), runner_(runner), thread_([this] { loop(); }) {}
+  ~SignalThread() {
+    done_ = true;
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+  }
+  SignalThread(const SignalThread&) = delete;
+  SignalThread& operator=(const SignalThread&) = delete;
+
+ private:
+  void loop() {
+    sigset_t set = handled_signals();
+    int received = 0;
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (sig == SIGUSR1) {
+        if (done_) return;
+        continue;
+      }
+      if (++received == 1) {
+        log(LogLevel::info, signal_label(sig) +
+                                ": finishing the running job(s), then "
+                                "exiting; send it again to stop at once");
+        worker_.stop();
+        continue;
+      }
+      log(LogLevel::warning,
+          signal_label(sig) +
+              " again: killing the running command(s) and exiting now; "
+              "their jobs run again when a worker next serves the queue");
+      runner_.kill_all();
+      std::_Exit(128 + sig);
+    }
+  }
+
+  Worker& worker_;
+  CommandRunner& runner_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+// A worker started with a standard descriptor closed would hand that
+// number to its first pipe, and the command would get it as stdin or
+// stdout by mistake.
+void ensure_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      [[maybe_unused]] int opened = open("/dev/null", O_RDWR);
+    }
+  }
+}
+
+milliseconds positive_duration(const std::string& text, const char* option) {
+  auto d = std::chrono::ceil<milliseconds>(parse_duration(text, option));
+  if (d <= milliseconds(0)) {
+    throw usage_error(std::string(option) + ": must be more than 0");
+  }
+  return d;
+}
+
+// Logs each job's outcome: an operator reading the worker's log sees what
+// ran, how long it took, and how it ended (errors the library logs).
+class LoggingHandler {
+ public:
+  explicit LoggingHandler(CommandRunner& runner) : runner_(runner) {}
+  HandlerResult operator()(const JobContext& job) const {
+    auto started = std::chrono::steady_clock::now();
+    HandlerResult result = runner_.handle(job);
+    auto ms = std::chrono::duration_cast<milliseconds>(
+                  std::chrono::steady_clock::now() - started)
+                  .count();
+    log(LogLevel::info,
+        "queue \"" + std::string(job.queue) + "\": job " +
+            std::to_string(job.id.value) + " (attempt " +
+            std::to_string(job.attempt) + ") " +
+            (result.rescheduled() ? "rescheduled (exit 75)" : "completed") +
+            " in " + std::to_string(ms) + " ms");
+    return result;
+  }
+
+ private:
+  CommandRunner& runner_;
+};
+
+int work_command(const Connections& c, const WorkArgs& a,
+                 const std::vector<std::string>& command) {
+  if (command.empty()) {
+    throw usage_error(
+        "work: give the command to run after --, such as: pgjobq work mail "
+        "-- ./send-mail.sh");
+  }
+  for (const std::string& q : a.queues) validate_queue_name(q);
+  WorkerOptions o;
+  o.db_url = c.db_url;
+  o.redis_url = c.redis_url;
+  o.queues = a.queues;
+  o.poll_interval = positive_duration(a.poll_interval, "--poll-interval");
+  o.on_error = a.on_error == "retry" ? ErrorPolicy::retry : ErrorPolicy::crash;
+  o.max_attempts = a.max_attempts;
+  if (!a.job_timeout.empty()) {
+    o.job_timeout = positive_duration(a.job_timeout, "--job-timeout");
+  }
+  o.retry_delay = std::chrono::ceil<milliseconds>(
+      parse_duration(a.retry_delay, "--retry-delay"));
+  o.max_retry_delay = std::max(o.max_retry_delay, o.retry_delay);
+  // A command costs a process start: batching saves little, and one job
+  // at a time means each result is committed as soon as its command exits.
+  o.max_batch = 1;
+  if (!is_executable(command.front())) {
+    throw usage_error("work: command \"" + escape_bytes(command.front(), 80) +
+                      "\" not found or not executable");
+  }
+
+  ensure_standard_descriptors();
+  // Writing a job to a command that exits without reading it must not kill
+  // the worker.
+  signal(SIGPIPE, SIG_IGN);
+  SignalThread::block();
+  CommandRunner runner(command, kDefaultMaxPayloadBytes);
+  Worker worker(std::move(o), LoggingHandler(runner));
+  SignalThread signals(worker, runner);
+  worker.run();
+  return kExitOk;
+}
+
+}  // namespace
+
+std::vector<std::string> split_command(const std::vector<std::string>& args,
+                                       std::vector<std::string>& command,
+                                       bool& had_separator) {
+  had_separator = false;
+  command.clear();
+  // The first argument that is neither an option nor an option's value
+  // names the command.
+  bool is_work = false;
+  std::size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") break;
+    if (arg == "--db" || arg == "--redis") {
+      ++i;
+      continue;
+    }
+    if (arg.starts_with("-")) continue;
+    is_work = arg == "work";
+    break;
+  }
+  if (!is_work) return args;
+  auto separator = std::find(args.begin() + static_cast<std::ptrdiff_t>(i),
+                             args.end(), std::string("--"));
+  if (separator == args.end()) return args;
+  had_separator = true;
+  command.assign(separator + 1, args.end());
+  return std::vector<std::string>(args.begin(), separator);
+}
+
+void add_work_command(CLI::App& app, const Connections& connections,
+                      const std::vector<std::string>& command,
+                      Commands& commands) {
+  auto a = std::make_shared<WorkArgs>();
+  CLI::App* sub =
+      app.add_subcommand("work", "Serve queues: run a command once per job");
+  sub->footer(
+      "Usage: pgjobq work [OPTIONS] QUEUE... -- CMD [ARG...]\n"
+      "\n"
+      "Runs each queue's jobs one at a time in FIFO order, the queues side\n"
+      "by side. CMD gets the job's data JSON on stdin and PGJOBQ_JOB_ID,\n"
+      "PGJOBQ_QUEUE and PGJOBQ_ATTEMPT in its environment; it runs in a\n"
+      "process group of its own, and its stderr goes to the worker's.\n"
+      "  exit 0    completes the job; stdout is its result JSON (empty: null)\n"
+      "  exit 75   sends the job to the back of its queue\n"
+      "  other     an error (see --on-error), as is stdout that is not JSON\n"
+      "            or larger than 1 MiB\n"
+      "SIGTERM or SIGINT lets the running jobs finish, then exits 0; a\n"
+      "second one kills them and exits at once. Under --on-error crash the\n"
+      "worker exits 1 after recording the error, for its supervisor to\n"
+      "restart it.\n"
+      "\n"
+      "Examples:\n"
+      "  pgjobq work mail -- ./send-mail.sh\n"
+      "  pgjobq work thumbs:0 thumbs:1 --job-timeout 5m --on-error retry \\\n"
+      "      -- python3 make_thumbnail.py --size 128");
+  sub->add_option("QUEUE", a->queues, "The queues to serve")->required();
+  sub->add_option("--poll-interval", a->poll_interval,
+                  "Look for jobs this often when no wake-up comes over Redis "
+                  "(seconds, or a duration such as 30s, 5m)")
+      ->capture_default_str();
+  sub->add_option("--on-error", a->on_error,
+                  "crash: record the error on the job and exit non-zero (a "
+                  "supervisor restarts the worker, which runs the job "
+                  "again); retry: record it, back off, run the job again")
+      ->check(CLI::IsMember({"crash", "retry"}))
+      ->capture_default_str();
+  sub->add_option("--max-attempts", a->max_attempts,
+                  "A job already started this many times is marked failed "
+                  "instead of run again (under either policy)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--job-timeout", a->job_timeout,
+                  "Kill a command running longer than this (its whole "
+                  "process group) and count it as an error (seconds, or a "
+                  "duration such as 90s, 10m; default: no limit)");
+  sub->add_option("--retry-delay", a->retry_delay,
+                  "With --on-error retry: the first back-off, doubling per "
+                  "attempt up to a minute")
+      ->capture_default_str();
+  commands.push_back({sub, [&connections, &command, a] {
+                        return work_command(connections, *a, command);
+                      }});
+}
+
+}  // namespace pgjobq::cli
