@@ -33,6 +33,7 @@ milliseconds timeout_option(const std::string& text) {
 struct EnqueueArgs {
   std::string queue;
   std::string json;
+  CLI::Option* json_given = nullptr;  // an empty argument is not "none"
   std::int64_t limit = kDefaultLimit;
   bool wait = false;
   std::string timeout;
@@ -42,9 +43,10 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   // Everything is checked before any server is touched.
   validate_queue_name(a.queue);
   milliseconds timeout = timeout_option(a.timeout);
-  nlohmann::json data = a.json.empty() ? nlohmann::json()
-                                       : json_argument(a.json, "job data",
-                                                       kDefaultMaxPayloadBytes);
+  nlohmann::json data =
+      a.json_given->count() == 0
+          ? nlohmann::json()
+          : json_argument(a.json, "job data", kDefaultMaxPayloadBytes);
   RedisLink redis(c.redis_url);
   PgConnPtr db = connect(c);
 
@@ -159,9 +161,10 @@ void add_job_commands(CLI::App& app, const Connections& connections,
     sub->add_option("QUEUE", a->queue,
                     "Queue name: 1-128 letters, digits and _ - . : /")
         ->required();
-    sub->add_option("JSON", a->json,
-                    "The job's data as JSON, or - to read it from stdin "
-                    "(default: null)");
+    a->json_given =
+        sub->add_option("JSON", a->json,
+                        "The job's data as JSON, or - to read it from stdin "
+                        "(default: null)");
     sub->add_option("--limit", a->limit,
                     "Refuse (exit 3) when the queue already holds this many "
                     "unfinished jobs")

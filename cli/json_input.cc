@@ -89,7 +89,8 @@ nlohmann::json parse_json(std::string_view text, std::string_view what,
   nlohmann::json data;
   try {
     data = nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number too large for a double.
     throw InvalidInput(std::string(what) +
                        " is not valid JSON: " + parser_message(e));
   }

@@ -1,0 +1,615 @@
+// Every command of `pgjobq` but `work`, run as a user would: success
+// paths, and each error path with its exit code and its one stderr line.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/cli_fixture.h"
+#include "pgjobq/connection.h"
+#include "pgjobq/enqueue.h"
+#include "pgjobq/jobs.h"
+#include "support/worker.h"
+
+namespace pgjobq::test {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Nothing listens on port 1 of the loopback interface.
+constexpr const char* kSecret = "pa55-Secret-word";
+const std::string kDeadPostgres =
+    std::string("postgresql://app:") + kSecret + "@127.0.0.1:1/app";
+const std::string kDeadRedis =
+    std::string("redis://:") + kSecret + "@127.0.0.1:1/0";
+
+// ------------------------------------------------------------ usage
+
+TEST_F(CliTest, NoCommandIsAUsageError) {
+  ProcessResult r = pgjobq({});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "pgjobq --help")) << r.err;
+}
+
+TEST_F(CliTest, UnknownCommandIsAUsageError) {
+  ProcessResult r = pgjobq({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "unknown command \"frobnicate\"")) << r.err;
+}
+
+TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
+  std::string q = queue();
+  std::vector<std::vector<std::string>> cases{
+      {"enqueue"},
+      {"enqueue", q, "{}", "--frob"},
+      {"enqueue", q, "{}", "--limit", "0"},
+      {"enqueue", q, "{}", "--limit", "many"},
+      {"enqueue", q, "{}", "--timeout", "5"},  // --timeout needs --wait
+      {"enqueue", q, "{}", "--wait", "--timeout", "5x"},
+      {"wait"},
+      {"wait", "abc"},
+      {"wait", "0"},
+      {"wait", "1", "--timeout", "-1"},
+      {"show", "1", "2"},
+      {"cancel", "x"},
+      {"reschedule", "1.5"},
+      {"prune", "--older-than", "5"},
+      {"prune", "--older-than", "5y"},
+      {"status", "a", "b"},
+      {"work"},
+      {"work", q},
+      {"work", q, "--"},
+      {"work", q, "--on-error", "explode", "--", "true"},
+      {"work", q, "--max-attempts", "0", "--", "true"},
+      {"work", q, "--job-timeout", "0", "--", "true"},
+      {"work", q, "--poll-interval", "soon", "--", "true"},
+      {"work", q, "--", "/nonexistent/handler"},
+      {"status", "--", "x", "y"},
+  };
+  for (const auto& args : cases) {
+    ProcessResult r = pgjobq(args);
+    std::string label;
+    for (const auto& a : args) label += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << label << "\n" << r.err;
+    EXPECT_TRUE(OneLine(r.err)) << label;
+    EXPECT_TRUE(contains(r.err, "usage error")) << label << "\n" << r.err;
+  }
+  EXPECT_EQ(count_jobs(q), 0);
+}
+
+TEST_F(CliTest, HelpOnEveryCommandShowsAnExample) {
+  for (const char* command : {"enqueue", "wait", "show", "reschedule", "cancel",
+                              "work", "migrate", "status", "prune"}) {
+    ProcessResult r = pgjobq({command, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << command;
+    EXPECT_TRUE(contains(r.out, "Example")) << command << "\n" << r.out;
+    EXPECT_TRUE(contains(r.out, std::string("pgjobq ") + command))
+        << command << "\n"
+        << r.out;
+  }
+  ProcessResult top = pgjobq({"--help"});
+  EXPECT_EQ(top.exit_code, 0);
+  EXPECT_TRUE(contains(top.out, "Exit codes"));
+}
+
+// ------------------------------------------------------------ migrate
+
+TEST_F(CliTest, MigrateCreatesTheSchemaAndIsSafeToRunAgain) {
+  // A database of our own that was never migrated.
+  std::string name = "fresh_" + std::to_string(getpid()) + "_" +
+                     std::to_string(std::random_device{}() % 1000000);
+  PgConnPtr admin = connect_database(required_env("PGJOBQ_TEST_PG_ADMIN_URL"));
+  PQclear(PQexec(admin.get(), ("CREATE DATABASE " + name).c_str()));
+  EnvChanges fresh{{"DATABASE_URL", database_url(name)}};
+
+  ProcessResult before = pgjobq({"status"}, {}, fresh);
+  EXPECT_EQ(before.exit_code, 1);
+  EXPECT_TRUE(OneLine(before.err));
+  EXPECT_TRUE(contains(before.err, "pgjobq migrate")) << before.err;
+
+  ProcessResult first = pgjobq({"migrate"}, {}, fresh);
+  EXPECT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_TRUE(contains(first.out, "applied")) << first.out;
+  EXPECT_EQ(first.err, "");
+  ProcessResult again = pgjobq({"migrate"}, {}, fresh);
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_TRUE(contains(again.out, "up to date")) << again.out;
+  EXPECT_EQ(again.err, "");  // no NOTICE chatter
+  EXPECT_EQ(pgjobq({"enqueue", "q", "1"}, {}, fresh).exit_code, 0);
+
+  PQclear(
+      PQexec(admin.get(), ("DROP DATABASE " + name + " WITH (FORCE)").c_str()));
+}
+
+// ------------------------------------------------------------ enqueue
+
+TEST_F(CliTest, EnqueuePrintsTheIdAndStoresTheData) {
+  std::string q = queue();
+  ProcessResult r = pgjobq({"enqueue", q, R"({"to": "ada", "n": [1, 2]})"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  JobId id{std::stoll(r.out)};
+  EXPECT_EQ(r.out, std::to_string(id.value) + "\n");
+  EXPECT_EQ(state_of(id), "pending");
+  EXPECT_EQ(json::parse(job_field(id, "data")),
+            json::parse(R"({"to": "ada", "n": [1, 2]})"));
+}
+
+TEST_F(CliTest, EnqueueReadsJsonFromStdin) {
+  std::string q = queue();
+  ProcessResult r = pgjobq({"enqueue", q, "-"}, "{\"from\": \"stdin\"}\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(job_field(JobId{std::stoll(r.out)}, "data")),
+            json({{"from", "stdin"}}));
+}
+
+TEST_F(CliTest, EnqueueWithoutJsonStoresNull) {
+  std::string q = queue();
+  ProcessResult r = pgjobq({"enqueue", q});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(job_field(JobId{std::stoll(r.out)}, "data"), "null");
+}
+
+TEST_F(CliTest, EnqueueRefusesBadJsonAndStoresNothing) {
+  std::string q = queue();
+  struct Case {
+    std::string arg;
+    std::string input;
+    std::string expect;
+  };
+  std::string many_ones;
+  for (int i = 0; i < 600000; ++i) many_ones += "1,";
+  std::vector<Case> cases{
+      {"{\"to\": ", "", "not valid JSON"},
+      {"{'single': 1}", "", "not valid JSON"},
+      {"", "", "not valid JSON"},
+      {"-", "{\"a\": 1} trailing", "not valid JSON"},
+      {"-", "", "not valid JSON"},
+      {"\"\xc3\x28\"", "", "not valid JSON"},  // invalid UTF-8
+      {"\"nul \\u0000 here\"", "", "NUL"},
+      {std::string(60000, '[') + std::string(60000, ']'), "", "nested"},
+      {"-", "[" + many_ones + "1]", "more than the limit"},
+      {"-", "\"" + std::string(1024 * 1024, 'x') + "\"", "more than the limit"},
+  };
+  for (const Case& c : cases) {
+    ProcessResult r = pgjobq({"enqueue", q, c.arg}, c.input);
+    EXPECT_EQ(r.exit_code, 1) << c.arg.substr(0, 40) << "\n" << r.err;
+    EXPECT_TRUE(OneLine(r.err)) << c.arg.substr(0, 40);
+    EXPECT_TRUE(contains(r.err, c.expect)) << c.arg.substr(0, 40) << "\n"
+                                           << r.err;
+    EXPECT_LT(r.err.size(), 1000u);
+    EXPECT_EQ(r.out, "");
+  }
+  EXPECT_EQ(count_jobs(q), 0);
+}
+
+TEST_F(CliTest, EnqueueRefusesABadQueueNameBeforeTouchingAServer) {
+  // The servers are unreachable: only a check made first can answer.
+  for (const std::string& name : std::vector<std::string>{
+           "has space", "", "semi;colon", "ünïcode", std::string(129, 'q')}) {
+    ProcessResult r = pgjobq(
+        {"--db", kDeadPostgres, "--redis", kDeadRedis, "enqueue", name, "{}"});
+    EXPECT_EQ(r.exit_code, 1) << name;
+    EXPECT_TRUE(OneLine(r.err)) << name;
+    EXPECT_TRUE(contains(r.err, "invalid queue name")) << r.err;
+  }
+}
+
+TEST_F(CliTest, EnqueueRefusesWhenTheQueueIsFull) {
+  std::string q = queue();
+  ASSERT_EQ(pgjobq({"enqueue", q, "1", "--limit", "2"}).exit_code, 0);
+  ASSERT_EQ(pgjobq({"enqueue", q, "2", "--limit", "2"}).exit_code, 0);
+  ProcessResult full = pgjobq({"enqueue", q, "3", "--limit", "2"});
+  EXPECT_EQ(full.exit_code, 3);
+  EXPECT_EQ(full.out, "");
+  EXPECT_TRUE(OneLine(full.err));
+  EXPECT_TRUE(contains(full.err, "is full")) << full.err;
+  EXPECT_EQ(count_jobs(q), 2);
+  // A higher limit takes it.
+  EXPECT_EQ(pgjobq({"enqueue", q, "3", "--limit", "3"}).exit_code, 0);
+}
+
+TEST_F(CliTest, EnqueueWakesTheQueuesWorker) {
+  std::string q = queue();
+  Subscription sub(redis_url(), queue_channel(q));
+  ASSERT_EQ(pgjobq({"enqueue", q, "{}"}).exit_code, 0);
+  EXPECT_TRUE(sub.next(milliseconds(5000)).has_value());
+}
+
+TEST_F(CliTest, EnqueueWithRedisDownStillEnqueuesAndWarns) {
+  std::string q = queue();
+  ProcessResult r = pgjobq({"--redis", kDeadRedis, "enqueue", q, "{}"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "warning")) << r.err;
+  EXPECT_FALSE(contains(r.err, kSecret)) << r.err;
+  EXPECT_EQ(state_of(JobId{std::stoll(r.out)}), "pending");
+}
+
+TEST_F(CliTest, EnqueueWaitPrintsTheIdThenTheResult) {
+  std::string q = queue();
+  WorkerOptions o;
+  o.db_url = db_url();
+  o.redis_url = redis_url();
+  o.queues = {q};
+  BackgroundWorker worker(o, [](const JobContext& job) {
+    return HandlerResult::complete({{"doubled", job.data.get<int>() * 2}});
+  });
+  ProcessResult r = pgjobq({"enqueue", q, "21", "--wait", "--timeout", "30"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::size_t newline = r.out.find('\n');
+  ASSERT_NE(newline, std::string::npos);
+  JobId id{std::stoll(r.out.substr(0, newline))};
+  EXPECT_EQ(json::parse(r.out.substr(newline + 1)), json({{"doubled", 42}}));
+  EXPECT_EQ(state_of(id), "completed");
+}
+
+TEST_F(CliTest, EnqueueWaitTimesOut) {
+  std::string q = queue();
+  ProcessResult r = pgjobq({"enqueue", q, "{}", "--wait", "--timeout", "0.2"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_EQ(state_of(JobId{std::stoll(r.out)}), "pending");
+}
+
+// ------------------------------------------------------------ wait
+
+class CliJobTest : public CliTest {
+ protected:
+  // A job that ends `failed`: a handler that always throws, tried once.
+  JobId failed_job() {
+    std::string q = queue();
+    JobId id = add_job(q, "{}");
+    WorkerOptions o;
+    o.db_url = db_url();
+    o.redis_url = redis_url();
+    o.queues = {q};
+    o.on_error = ErrorPolicy::retry;
+    o.max_attempts = 1;
+    o.retry_delay = milliseconds(1);
+    BackgroundWorker worker(o, [](const JobContext&) -> HandlerResult {
+      throw std::runtime_error("printer on fire");
+    });
+    EXPECT_TRUE(wait_until([&] { return state_of(id) == "failed"; }));
+    return id;
+  }
+
+  JobId completed_job(const json& result) {
+    std::string q = queue();
+    JobId id = add_job(q, "{}");
+    WorkerOptions o;
+    o.db_url = db_url();
+    o.redis_url = redis_url();
+    o.queues = {q};
+    BackgroundWorker worker(
+        o, [&](const JobContext&) { return HandlerResult::complete(result); });
+    EXPECT_TRUE(wait_until([&] { return state_of(id) == "completed"; }));
+    return id;
+  }
+};
+
+TEST_F(CliJobTest, WaitPrintsTheStoredResult) {
+  JobId id = completed_job({{"ok", true}});
+  ProcessResult r = pgjobq({"wait", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"ok\":true}\n");
+}
+
+TEST_F(CliJobTest, WaitSeesAJobFinishWhileWaiting) {
+  std::string q = queue();
+  JobId id = add_job(q, "5");
+  auto waiter = start({"wait", std::to_string(id.value), "--timeout", "60"});
+  WorkerOptions o;
+  o.db_url = db_url();
+  o.redis_url = redis_url();
+  o.queues = {q};
+  BackgroundWorker worker(
+      o, [](const JobContext&) { return HandlerResult::complete("done"); });
+  EXPECT_EQ(waiter->wait(milliseconds(30000)), 0) << waiter->err();
+  EXPECT_EQ(waiter->out(), "\"done\"\n");
+}
+
+TEST_F(CliJobTest, WaitTimesOutWith4) {
+  JobId id = add_job(queue(), "{}");
+  ProcessResult r =
+      pgjobq({"wait", std::to_string(id.value), "--timeout", "150ms"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(CliJobTest, WaitOnAFailedJobExits5WithItsError) {
+  JobId id = failed_job();
+  ProcessResult r = pgjobq({"wait", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "failed")) << r.err;
+  EXPECT_TRUE(contains(r.err, "printer on fire")) << r.err;
+}
+
+TEST_F(CliJobTest, WaitOnACancelledJobExits5) {
+  JobId id = add_job(queue(), "{}");
+  ASSERT_EQ(pgjobq({"cancel", std::to_string(id.value)}).exit_code, 0);
+  ProcessResult r = pgjobq({"wait", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_TRUE(contains(r.err, "cancelled")) << r.err;
+}
+
+TEST_F(CliJobTest, WaitOnAnUnknownJobExits6) {
+  ProcessResult r = pgjobq({"wait", "987654321"});
+  EXPECT_EQ(r.exit_code, 6);
+  EXPECT_TRUE(OneLine(r.err));
+}
+
+TEST_F(CliJobTest, WaitWithRedisDownPollsPostgresql) {
+  JobId id = add_job(queue(), "{}");
+  auto waiter = start({"--redis", kDeadRedis, "wait", std::to_string(id.value),
+                       "--timeout", "60"});
+  ASSERT_EQ(pgjobq({"cancel", std::to_string(id.value)}).exit_code, 0);
+  EXPECT_EQ(waiter->wait(milliseconds(30000)), 5);
+  EXPECT_FALSE(contains(waiter->err(), kSecret));
+}
+
+// ------------------------------------------------------------ show
+
+TEST_F(CliJobTest, ShowPrintsEveryKeyWithNullsWhereUnset) {
+  JobId id = add_job(queue(), R"({"to": "ada"})");
+  ProcessResult r = pgjobq({"show", std::to_string(id.value)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json job = json::parse(r.out);
+  std::vector<std::string> keys;
+  for (auto it = job.begin(); it != job.end(); ++it) keys.push_back(it.key());
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{
+                      "attempts", "data", "enqueued_at", "error", "finished_at",
+                      "id", "queue", "result", "started_at", "state"}));
+  EXPECT_EQ(job["id"], id.value);
+  EXPECT_EQ(job["state"], "pending");
+  EXPECT_EQ(job["data"], json({{"to", "ada"}}));
+  EXPECT_TRUE(job["result"].is_null());
+  EXPECT_TRUE(job["error"].is_null());
+  EXPECT_TRUE(job["started_at"].is_null());
+  EXPECT_TRUE(job["finished_at"].is_null());
+  EXPECT_EQ(job["attempts"], 0);
+  // ISO 8601 in UTC: 2026-11-24T22:29:15.123456Z
+  std::string at = job["enqueued_at"];
+  EXPECT_EQ(at.size(), 27u) << at;
+  EXPECT_EQ(at[10], 'T');
+  EXPECT_EQ(at.back(), 'Z');
+  // The keys come in DESIGN.md's order.
+  EXPECT_LT(r.out.find("\"id\""), r.out.find("\"queue\""));
+  EXPECT_LT(r.out.find("\"started_at\""), r.out.find("\"finished_at\""));
+}
+
+TEST_F(CliJobTest, ShowACompletedJobHasItsResultAndTimes) {
+  JobId id = completed_job({{"sent", 3}});
+  json job = json::parse(pgjobq({"show", std::to_string(id.value)}).out);
+  EXPECT_EQ(job["state"], "completed");
+  EXPECT_EQ(job["result"], json({{"sent", 3}}));
+  EXPECT_EQ(job["attempts"], 1);
+  EXPECT_TRUE(job["started_at"].is_string());
+  EXPECT_TRUE(job["finished_at"].is_string());
+}
+
+TEST_F(CliJobTest, ShowAFailedJobHasItsError) {
+  JobId id = failed_job();
+  json job = json::parse(pgjobq({"show", std::to_string(id.value)}).out);
+  EXPECT_EQ(job["state"], "failed");
+  EXPECT_TRUE(contains(job["error"].get<std::string>(), "printer on fire"));
+}
+
+TEST_F(CliJobTest, ShowAnUnknownJobExits6) {
+  ProcessResult r = pgjobq({"show", "987654321"});
+  EXPECT_EQ(r.exit_code, 6);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_EQ(r.out, "");
+}
+
+// ------------------------------------------------------------ cancel
+
+TEST_F(CliJobTest, CancelMakesAPendingJobCancelledAndWakesItsWaiters) {
+  JobId id = add_job(queue(), "{}");
+  Subscription sub(redis_url(), job_channel(id));
+  ProcessResult r = pgjobq({"cancel", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(state_of(id), "cancelled");
+  EXPECT_EQ(sub.next(milliseconds(5000)), "null");
+}
+
+TEST_F(CliJobTest, CancelOfAFinishedJobIsAnError) {
+  JobId id = completed_job(1);
+  ProcessResult r = pgjobq({"cancel", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "completed")) << r.err;
+  EXPECT_EQ(state_of(id), "completed");
+}
+
+TEST_F(CliJobTest, CancelOfAnUnknownJobExits6) {
+  EXPECT_EQ(pgjobq({"cancel", "987654321"}).exit_code, 6);
+}
+
+TEST_F(CliJobTest, CancelWithRedisDownStillCancels) {
+  JobId id = add_job(queue(), "{}");
+  ProcessResult r =
+      pgjobq({"--redis", kDeadRedis, "cancel", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "warning")) << r.err;
+  EXPECT_FALSE(contains(r.err, kSecret));
+  EXPECT_EQ(state_of(id), "cancelled");
+}
+
+// ------------------------------------------------------------ reschedule
+
+TEST_F(CliJobTest, RescheduleSendsTheJobToTheBackAndWakesTheWorker) {
+  std::string q = queue();
+  JobId first = add_job(q, "1");
+  JobId second = add_job(q, "2");
+  Subscription sub(redis_url(), queue_channel(q));
+  ProcessResult r = pgjobq({"reschedule", std::to_string(first.value)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(sub.next(milliseconds(5000)).has_value());
+  EXPECT_GT(std::stoll(job_field(first, "position")),
+            std::stoll(job_field(second, "position")));
+}
+
+TEST_F(CliJobTest, RescheduleMakesAFailedJobPendingAgain) {
+  JobId id = failed_job();
+  EXPECT_EQ(pgjobq({"reschedule", std::to_string(id.value)}).exit_code, 0);
+  EXPECT_EQ(state_of(id), "pending");
+  EXPECT_EQ(job_field(id, "attempts"), "0");
+}
+
+TEST_F(CliJobTest, RescheduleOfAnUnknownJobExits6) {
+  ProcessResult r = pgjobq({"reschedule", "987654321"});
+  EXPECT_EQ(r.exit_code, 6);
+  EXPECT_TRUE(OneLine(r.err));
+}
+
+// ------------------------------------------------------------ status
+
+TEST_F(CliJobTest, StatusPrintsATableAndJson) {
+  std::string busy = queue("busy");
+  std::string idle = queue("idle");
+  add_job(busy, "1");
+  add_job(busy, "2");
+  JobId done = completed_job(1);
+  std::string done_queue = job_field(done,
+                                     "(SELECT name FROM pgjobq.queues "
+                                     "WHERE id = queue_id)");
+  JobId cancelled = add_job(idle, "1");
+  ASSERT_EQ(pgjobq({"cancel", std::to_string(cancelled.value)}).exit_code, 0);
+
+  ProcessResult table = pgjobq({"status"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_TRUE(contains(table.out, "QUEUE")) << table.out;
+  EXPECT_TRUE(contains(table.out, "PENDING")) << table.out;
+  EXPECT_TRUE(contains(table.out, "OLDEST PENDING")) << table.out;
+  EXPECT_TRUE(contains(table.out, busy)) << table.out;
+
+  ProcessResult r = pgjobq({"status", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json rows = json::parse(r.out);
+  ASSERT_TRUE(rows.is_array());
+  std::map<std::string, json> by_queue;
+  for (const json& row : rows) by_queue[row["queue"]] = row;
+  ASSERT_EQ(by_queue.count(busy), 1u) << r.out;
+  EXPECT_EQ(by_queue[busy]["pending"], 2);
+  EXPECT_EQ(by_queue[busy]["running"], 0);
+  EXPECT_EQ(by_queue[busy]["completed"], 0);
+  EXPECT_EQ(by_queue[busy]["failed"], 0);
+  EXPECT_TRUE(by_queue[busy]["oldest_pending_age_seconds"].is_number());
+  EXPECT_EQ(by_queue[done_queue]["completed"], 1);
+  EXPECT_EQ(by_queue[idle]["cancelled"], 1);
+  EXPECT_TRUE(by_queue[idle]["oldest_pending_age_seconds"].is_null());
+}
+
+TEST_F(CliJobTest, StatusOfOneQueue) {
+  std::string q = queue();
+  add_job(q, "1");
+  add_job(queue(), "1");
+  json rows = json::parse(pgjobq({"status", q, "--json"}).out);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["queue"], q);
+  EXPECT_EQ(rows[0]["pending"], 1);
+  // A queue nobody used: all zero.
+  rows = json::parse(pgjobq({"status", "never-used", "--json"}).out);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["pending"], 0);
+  ProcessResult table = pgjobq({"status", q});
+  EXPECT_EQ(table.exit_code, 0);
+  EXPECT_TRUE(contains(table.out, q));
+  ProcessResult bad = pgjobq({"status", "no spaces"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_TRUE(OneLine(bad.err));
+}
+
+// ------------------------------------------------------------ prune
+
+TEST_F(CliJobTest, PruneDeletesFinishedJobsOlderThanTheDuration) {
+  std::string q = queue();
+  JobId pending = add_job(q, "1");
+  JobId old = add_job(q, "2");
+  ASSERT_EQ(pgjobq({"cancel", std::to_string(old.value)}).exit_code, 0);
+
+  ProcessResult keep = pgjobq({"prune", "--older-than", "1d"});
+  EXPECT_EQ(keep.exit_code, 0) << keep.err;
+  EXPECT_EQ(keep.out, "0\n");
+  EXPECT_EQ(keep.err, "");  // no progress when stderr is not a terminal
+  EXPECT_EQ(state_of(old), "cancelled");
+
+  ASSERT_TRUE(wait_until([&] {
+    return query_value(
+               "SELECT now() - finished_at > interval '50ms' FROM "
+               "pgjobq.jobs WHERE id = " +
+               std::to_string(old.value)) == "t";
+  }));
+  ProcessResult r = pgjobq({"prune", "--older-than", "50ms"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1\n");
+  EXPECT_EQ(state_of(old), "");  // gone
+  EXPECT_EQ(state_of(pending), "pending");
+}
+
+// ------------------------------------------------------------ connections
+
+TEST_F(CliTest, UnreachablePostgresqlExits1WithoutThePassword) {
+  std::string dead_conninfo =
+      std::string("host=127.0.0.1 port=1 user=app password=") + kSecret;
+  std::vector<std::vector<std::string>> commands{
+      {"migrate"},     {"enqueue", "q", "{}"}, {"wait", "1"}, {"show", "1"},
+      {"cancel", "1"}, {"reschedule", "1"},    {"status"},    {"prune"},
+  };
+  for (const auto& command : commands) {
+    for (const EnvChanges& how : {EnvChanges{{"DATABASE_URL", kDeadPostgres}},
+                                  EnvChanges{{"DATABASE_URL", dead_conninfo}},
+                                  EnvChanges{{"DATABASE_URL", std::nullopt},
+                                             {"PGHOST", "127.0.0.1"},
+                                             {"PGPORT", "1"},
+                                             {"PGPASSWORD", kSecret}}}) {
+      ProcessResult r = pgjobq(command, {}, how);
+      EXPECT_EQ(r.exit_code, 1) << command[0] << ": " << r.err;
+      EXPECT_TRUE(OneLine(r.err)) << command[0];
+      EXPECT_FALSE(contains(r.err, kSecret)) << r.err;
+      EXPECT_FALSE(contains(r.out, kSecret));
+    }
+    std::vector<std::string> with_flag{"--db", kDeadPostgres};
+    with_flag.insert(with_flag.end(), command.begin(), command.end());
+    ProcessResult r = pgjobq(with_flag);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_FALSE(contains(r.err, kSecret)) << r.err;
+    EXPECT_TRUE(contains(r.err, "127.0.0.1")) << r.err;
+  }
+}
+
+TEST_F(CliTest, ABadRedisUrlIsAnErrorWithoutThePassword) {
+  ProcessResult r =
+      pgjobq({"--redis", std::string("http://:") + kSecret + "@127.0.0.1:1",
+              "enqueue", queue(), "{}"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_FALSE(contains(r.err, kSecret)) << r.err;
+}
+
+TEST_F(CliTest, TheDbFlagWinsOverDatabaseUrl) {
+  std::string q = queue();
+  ProcessResult r = pgjobq({"--db", db_url(), "enqueue", q, "{}"}, {},
+                           {{"DATABASE_URL", kDeadPostgres}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_jobs(q), 1);
+}
+
+}  // namespace
+}  // namespace pgjobq::test

@@ -1,0 +1,270 @@
+// `pgjobq work QUEUE... -- CMD`, end to end: a real worker process running
+// small shell commands against the test servers.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cli/cli_fixture.h"
+#include "pgjobq/enqueue.h"
+#include "pgjobq/jobs.h"
+
+namespace pgjobq::test {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+class CliWorkTest : public CliTest {
+ protected:
+  // `pgjobq work QUEUES... OPTIONS... -- sh -c SCRIPT`
+  std::unique_ptr<Subprocess> work(
+      const std::vector<std::string>& queues, const std::string& script,
+      const std::vector<std::string>& options = {}) {
+    std::vector<std::string> args{"work"};
+    args.insert(args.end(), queues.begin(), queues.end());
+    args.insert(args.end(), options.begin(), options.end());
+    args.insert(args.end(), {"--", "sh", "-c", script});
+    return start(args);
+  }
+
+  std::string file(const std::string& name) { return dir() + "/" + name; }
+  bool exists(const std::string& name) {
+    return std::filesystem::exists(file(name));
+  }
+  std::string read(const std::string& name) {
+    std::ifstream in(file(name));
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  }
+  void touch(const std::string& name) { std::ofstream(file(name)) << "x"; }
+
+  bool finished(JobId id) {
+    std::string s = state_of(id);
+    return s == "completed" || s == "failed" || s == "cancelled";
+  }
+};
+
+TEST_F(CliWorkTest, RunsTheCommandPerJobAndStoresItsStdoutAsTheResult) {
+  std::string q = queue();
+  JobId first = add_job(q, R"({"to": "ada"})");
+  auto worker = work(
+      {q},
+      "printf '{\"data\":%s,\"id\":%s,\"queue\":\"%s\",\"attempt\":%s}' "
+      "\"$(cat)\" \"$PGJOBQ_JOB_ID\" \"$PGJOBQ_QUEUE\" \"$PGJOBQ_ATTEMPT\"; "
+      "echo \"handled $PGJOBQ_JOB_ID\" >&2");
+  ASSERT_TRUE(wait_until([&] { return finished(first); })) << worker->err();
+  EXPECT_EQ(state_of(first), "completed");
+  EXPECT_EQ(json::parse(job_field(first, "result")),
+            json({{"data", {{"to", "ada"}}},
+                  {"id", first.value},
+                  {"queue", q},
+                  {"attempt", 1}}));
+
+  // Woken over Redis: `enqueue --wait` returns the result.
+  ProcessResult r =
+      pgjobq({"enqueue", q, "[1, 2]", "--wait", "--timeout", "30"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json result = json::parse(r.out.substr(r.out.find('\n') + 1));
+  EXPECT_EQ(result["data"], json({1, 2}));
+
+  // The command's stderr reaches the worker's.
+  EXPECT_TRUE(contains(worker->err(), "handled " + std::to_string(first.value)))
+      << worker->err();
+  EXPECT_TRUE(worker->running());
+  // No zombies: every command was reaped.
+  for (pid_t child : children_of(worker->pid())) {
+    EXPECT_FALSE(process_gone(child)) << "zombie " << child;
+  }
+}
+
+TEST_F(CliWorkTest, EmptyStdoutCompletesWithNull) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work({q}, "cat > /dev/null");
+  ASSERT_TRUE(wait_until([&] { return finished(id); })) << worker->err();
+  EXPECT_EQ(state_of(id), "completed");
+  ProcessResult r = pgjobq({"wait", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "null\n");
+  EXPECT_TRUE(
+      json::parse(pgjobq({"show", std::to_string(id.value)}).out)["result"]
+          .is_null());
+}
+
+TEST_F(CliWorkTest, ServesSeveralQueuesSideBySide) {
+  std::string slow = queue("slow");
+  std::string fast = queue("fast");
+  JobId blocked = add_job(slow, "\"slow\"");
+  JobId quick = add_job(fast, "\"fast\"");
+  // The slow queue's job waits for a file the test creates only after the
+  // fast queue's job has completed.
+  auto worker = work({slow, fast}, "if [ \"$PGJOBQ_QUEUE\" = " + slow +
+                                       " ]; then "
+                                       "while [ ! -e " +
+                                       file("go") +
+                                       " ]; do sleep 0.01; done; "
+                                       "fi; echo '\"ok\"'");
+  // The slow job cannot finish before the test says so.
+  ASSERT_TRUE(wait_until([&] {
+    return finished(quick) && state_of(blocked) == "running";
+  })) << worker->err();
+  EXPECT_EQ(state_of(quick), "completed");
+  touch("go");
+  ASSERT_TRUE(wait_until([&] { return finished(blocked); })) << worker->err();
+  EXPECT_EQ(state_of(blocked), "completed");
+}
+
+TEST_F(CliWorkTest, Exit75SendsTheJobToTheBackOfItsQueue) {
+  std::string q = queue();
+  JobId a = add_job(q, "\"a\"");
+  JobId b = add_job(q, "\"b\"");
+  // Job a asks to be rescheduled the first time it runs.
+  auto worker = work({q}, "d=$(cat); echo \"$d\" >> " + file("log") +
+                              "; if [ \"$d\" = '\"a\"' ] && [ ! -e " +
+                              file("a-once") + " ]; then touch " +
+                              file("a-once") + "; exit 75; fi; echo \"$d\"");
+  ASSERT_TRUE(wait_until([&] { return finished(a) && finished(b); }))
+      << worker->err();
+  EXPECT_EQ(read("log"), "\"a\"\n\"b\"\n\"a\"\n");
+  EXPECT_EQ(job_field(a, "result"), "\"a\"");
+  EXPECT_EQ(job_field(a, "attempts"), "1");  // a reschedule starts afresh
+}
+
+TEST_F(CliWorkTest, NonJsonStdoutIsAnErrorAndCrashExitsNonZero) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work({q}, "echo 'sent 3 mails'");
+  std::optional<int> code = worker->wait(milliseconds(30000));
+  ASSERT_TRUE(code.has_value()) << worker->err();
+  EXPECT_NE(*code, 0);
+  EXPECT_EQ(state_of(id), "pending");  // runs again after a restart
+  EXPECT_EQ(job_field(id, "attempts"), "1");
+  std::string error = job_field(id, "error");
+  EXPECT_TRUE(contains(error, "not valid JSON")) << error;
+  EXPECT_TRUE(contains(error, "sent 3 mails")) << error;
+  EXPECT_TRUE(contains(worker->err(), "not valid JSON")) << worker->err();
+}
+
+TEST_F(CliWorkTest, CrashPolicyRecordsTheErrorAndExitsNonZero) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  JobId next = add_job(q, "{}");
+  auto worker = work({q}, "exit 3", {"--on-error", "crash"});
+  std::optional<int> code = worker->wait(milliseconds(30000));
+  ASSERT_TRUE(code.has_value()) << worker->err();
+  EXPECT_EQ(*code, 1);
+  EXPECT_TRUE(contains(job_field(id, "error"), "exited with status 3"));
+  EXPECT_EQ(state_of(id), "pending");
+  EXPECT_EQ(state_of(next), "pending");
+  EXPECT_EQ(job_field(next, "attempts"), "0");  // FIFO: never started
+  // The last line says why the worker exits.
+  std::string err = worker->err();
+  std::string last = err.substr(err.rfind('\n', err.size() - 2) + 1);
+  EXPECT_TRUE(contains(last, "pgjobq: error:")) << err;
+}
+
+TEST_F(CliWorkTest, RetryPolicyGivesUpAfterMaxAttempts) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work(
+      {q}, "echo nope >&2; exit 9",
+      {"--on-error", "retry", "--max-attempts", "2", "--retry-delay", "10ms"});
+  ASSERT_TRUE(wait_until([&] { return finished(id); }, milliseconds(30000)))
+      << worker->err();
+  EXPECT_EQ(state_of(id), "failed");
+  EXPECT_EQ(job_field(id, "attempts"), "2");
+  ProcessResult r = pgjobq({"wait", std::to_string(id.value)});
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_TRUE(worker->running());  // retry never exits
+}
+
+TEST_F(CliWorkTest, JobTimeoutKillsTheWholeProcessGroup) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work({q},
+                     "sleep 60 & echo $! > " + file("bg") + "; echo $$ > " +
+                         file("sh") + "; sleep 60",
+                     {"--job-timeout", "300ms"});
+  std::optional<int> code = worker->wait(milliseconds(30000));
+  ASSERT_TRUE(code.has_value()) << worker->err();
+  EXPECT_EQ(*code, 1);  // the crash policy: a timeout is an error
+  EXPECT_TRUE(contains(job_field(id, "error"), "timed out"))
+      << job_field(id, "error");
+  EXPECT_EQ(state_of(id), "pending");
+  ASSERT_TRUE(exists("bg") && exists("sh"));
+  EXPECT_TRUE(wait_until([&] { return process_gone(std::stoi(read("bg"))); }));
+  EXPECT_TRUE(wait_until([&] { return process_gone(std::stoi(read("sh"))); }));
+}
+
+TEST_F(CliWorkTest, SigtermLetsTheRunningJobFinishThenExits0) {
+  std::string q = queue();
+  JobId running = add_job(q, "1");
+  JobId waiting = add_job(q, "2");
+  auto worker = work({q}, "touch " + file("started") + "; while [ ! -e " +
+                              file("go") + " ]; do sleep 0.01; done; cat");
+  ASSERT_TRUE(wait_until([&] { return exists("started"); })) << worker->err();
+  worker->signal(SIGTERM);
+  // The job is not interrupted: the worker waits for it.
+  ASSERT_TRUE(wait_until([&] {
+    return contains(worker->err(), "finishing the running job");
+  })) << worker->err();
+  EXPECT_TRUE(worker->running());
+  EXPECT_EQ(state_of(running), "running");
+  touch("go");
+  EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
+  EXPECT_EQ(state_of(running), "completed");
+  EXPECT_EQ(job_field(running, "result"), "1");
+  EXPECT_EQ(state_of(waiting), "pending");
+  EXPECT_EQ(job_field(waiting, "attempts"), "0");
+}
+
+TEST_F(CliWorkTest, SigintBehavesLikeSigterm) {
+  std::string q = queue();
+  auto worker = work({q}, "cat");
+  ASSERT_TRUE(wait_until([&] { return contains(worker->err(), "serving"); }))
+      << worker->err();
+  worker->signal(SIGINT);
+  EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
+}
+
+TEST_F(CliWorkTest, ASecondSignalKillsTheCommandAndExitsAtOnce) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work({q}, "echo $$ > " + file("sh") + "; sleep 60");
+  ASSERT_TRUE(wait_until([&] { return exists("sh") && !read("sh").empty(); }))
+      << worker->err();
+  worker->signal(SIGTERM);
+  ASSERT_TRUE(wait_until(
+      [&] { return contains(worker->err(), "finishing the running job"); }));
+  worker->signal(SIGTERM);
+  std::optional<int> code = worker->wait(milliseconds(10000));
+  ASSERT_TRUE(code.has_value()) << worker->err();
+  EXPECT_NE(*code, 0);
+  EXPECT_TRUE(wait_until([&] { return process_gone(std::stoi(read("sh"))); }));
+  // The job was not finished; a worker runs it again later.
+  EXPECT_EQ(state_of(id), "running");
+}
+
+TEST_F(CliWorkTest, EndlessStdoutIsAnError) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work(
+      {q}, "yes",
+      {"--on-error", "retry", "--max-attempts", "1", "--retry-delay", "1ms"});
+  ASSERT_TRUE(wait_until([&] { return finished(id); }, milliseconds(30000)))
+      << worker->err();
+  EXPECT_EQ(state_of(id), "failed");
+  EXPECT_TRUE(contains(job_field(id, "error"), "bytes to stdout"))
+      << job_field(id, "error");
+}
+
+}  // namespace
+}  // namespace pgjobq::test
