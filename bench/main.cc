@@ -71,17 +71,24 @@ std::string fixed(double v, int decimals) {
 
 // Runs `rounds` rounds of (reference, subject), swapping the order every
 // other round so a drift in the machine's speed hits both alike.
+// `settle` runs before each measurement, so none pays for the writes of
+// the one before.
 Rounds alternate(const std::string& label, int rounds,
+                 const std::function<void()>& settle,
                  const std::function<double()>& reference,
                  const std::function<double()>& subject) {
   Rounds r;
   for (int i = 0; i < rounds; ++i) {
     double ref = 0, sub = 0;
     if (i % 2 == 0) {
+      settle();
       ref = reference();
+      settle();
       sub = subject();
     } else {
+      settle();
       sub = subject();
+      settle();
       ref = reference();
     }
     r.reference.push_back(ref);
@@ -181,7 +188,8 @@ class Bench {
     measure({row}, [&](std::vector<Row>& rows) {
       fill(rows[0],
            alternate(
-               "1 (enqueue 1/txn)", c_.rounds, [&] { return bare_rate(); },
+               "1 (enqueue 1/txn)", c_.rounds, settle_,
+               [&] { return bare_rate(); },
                [&] { return enqueue_rate(s_, "bench-1", c_.seconds); }));
     });
   }
@@ -192,7 +200,7 @@ class Bench {
     measure({row}, [&](std::vector<Row>& rows) {
       fill(rows[0],
            alternate(
-               "2 (enqueue 1,000/txn)", c_.rounds,
+               "2 (enqueue 1,000/txn)", c_.rounds, settle_,
                [&] {
                  return bare_bulk_insert_rate(s_.db_url, 1000, c_.seconds);
                },
@@ -209,7 +217,7 @@ class Bench {
     measure({row}, [&](std::vector<Row>& rows) {
       std::vector<ShallowResult> runs;
       Rounds r = alternate(
-          "3a (shallow queue)", c_.rounds, [&] { return bare_rate(); },
+          "3a (shallow queue)", c_.rounds, settle_, [&] { return bare_rate(); },
           [&] {
             runs.push_back(shallow_worker_rate(s_, "bench-3a", c_.seconds,
                                                c_.producers, c_.max_ahead));
@@ -236,12 +244,13 @@ class Bench {
             "jobs/s", "bare 1-row commit (as row 1)",
             Target::ratio_at_least(1.5)};
     measure({row}, [&](std::vector<Row>& rows) {
-      fill(rows[0],
-           alternate(
-               "3b (deep queue)", c_.rounds, [&] { return bare_rate(); },
-               [&] {
-                 return deep_worker_rate(s_, {"bench-3b"}, c_.deep_jobs);
-               }));
+      fill(rows[0], alternate(
+                        "3b (deep queue)", c_.rounds, settle_,
+                        [&] { return bare_rate(); },
+                        [&] {
+                          return deep_worker_rate(s_, {"bench-3b"},
+                                                  c_.deep_jobs);
+                        }));
     });
   }
 
@@ -278,12 +287,13 @@ class Bench {
     }
     measure({row}, [&](std::vector<Row>& rows) {
       rows[0].detail["cli"] = cli;
-      fill(rows[0],
-           alternate(
-               "4 (pgjobq work -- cat)", c_.rounds, [&] { return bare_rate(); },
-               [&] {
-                 return cli_worker_rate(s_, cli, "bench-4", c_.cli_jobs);
-               }));
+      fill(rows[0], alternate(
+                        "4 (pgjobq work -- cat)", c_.rounds, settle_,
+                        [&] { return bare_rate(); },
+                        [&] {
+                          return cli_worker_rate(s_, cli, "bench-4",
+                                                 c_.cli_jobs);
+                        }));
       rows[0].note = "one process per job; binary " + cli;
     });
   }
@@ -305,12 +315,13 @@ class Bench {
       }
       std::vector<double> many;
       Rounds r = alternate(
-          "5 (16 queues) vs 1 connection", c_.rounds,
+          "5 (16 queues) vs 1 connection", c_.rounds, settle_,
           [&] {
             many.push_back(
                 bare_parallel_commit_rate(s_.db_url, c_.queues, c_.seconds));
             progress("5 reference, " + std::to_string(c_.queues) +
                      " connections: " + fixed(many.back(), 0));
+            settle();
             return bare_rate();
           },
           [&] { return deep_worker_rate(s_, queues, c_.queue_jobs); });
@@ -348,6 +359,7 @@ class Bench {
         {"6 p99", what + ", p99", "ms", ref + ", p99", Target::value_below(2)},
         {"6 max", what + ", max", "ms", ref + ", max", Target::none()}};
     measure(rows, [&](std::vector<Row>& out) {
+      settle();
       progress("6 (latency to handler start): " +
                std::to_string(c_.latency_samples) + " jobs");
       latency_rows(out,
@@ -363,6 +375,7 @@ class Bench {
          Target::value_below(1.5)},
         {"7 p99", what + ", p99", "ms", ref + ", p99", Target::none()}};
     measure(rows, [&](std::vector<Row>& out) {
+      settle();
       progress("7 (enqueue to result): " + std::to_string(c_.latency_samples) +
                " jobs");
       latency_rows(out, result_latency(s_, "bench-7", c_.latency_samples));
@@ -395,7 +408,7 @@ class Bench {
       progress("8: loaded in " + fixed(seconds_since(load_start), 1) + " s");
       // The worker rows first: row 1 leaves its jobs pending.
       fill(out[1], alternate(
-                       "8/3a (shallow, full/empty)", c_.rounds,
+                       "8/3a (shallow, full/empty)", c_.rounds, settle_,
                        [&] {
                          return shallow_worker_rate(empty, "bench-8",
                                                     c_.seconds, c_.producers,
@@ -409,7 +422,7 @@ class Bench {
                        }));
       fill(out[2],
            alternate(
-               "8/3b (deep, full/empty)", c_.deep_rounds,
+               "8/3b (deep, full/empty)", c_.deep_rounds, settle_,
                [&] {
                  return deep_worker_rate(empty, {"bench-8"}, c_.deep_jobs);
                },
@@ -418,13 +431,29 @@ class Bench {
                }));
       fill(out[0],
            alternate(
-               "8/1 (enqueue, full/empty)", c_.rounds,
+               "8/1 (enqueue, full/empty)", c_.rounds, settle_,
                [&] { return enqueue_rate(empty, "bench-8", c_.seconds); },
                [&] { return enqueue_rate(full, "bench-8", c_.seconds); }));
     });
   }
 
+  // Before each measurement: a CHECKPOINT, so that the dirty pages and WAL
+  // of the previous one are flushed before the clock starts, not during.
+  void settle() {
+    if (!checkpoints_) return;
+    try {
+      PgConnPtr db = connect_database(c_.db);
+      exec_script(db.get(), "CHECKPOINT");
+    } catch (const std::exception& e) {
+      checkpoints_ = false;
+      progress(std::string("measuring without CHECKPOINT between rounds: ") +
+               e.what());
+    }
+  }
+
   Config c_;
+  bool checkpoints_ = true;
+  std::function<void()> settle_ = [this] { settle(); };
   std::set<std::string> selected_;
   Servers s_;
   Report report_;
