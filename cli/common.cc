@@ -83,7 +83,7 @@ std::chrono::microseconds parse_duration(std::string_view text,
                                          bool bare_seconds) {
   auto refuse = [&](const std::string& why) {
     return usage_error(std::string(option) + ": invalid duration \"" +
-                       escape_bytes(text, 40) + "\": " + why);
+                       escape_bytes(redact(text), 40) + "\": " + why);
   };
   std::size_t number_end = 0;
   while (number_end < text.size() &&
@@ -142,7 +142,7 @@ JobId parse_job_id(std::string_view text) {
       std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || !is_digit(text.front()) || ec != std::errc() ||
       end != text.data() + text.size() || value <= 0) {
-    throw usage_error("invalid job id \"" + escape_bytes(text, 40) +
+    throw usage_error("invalid job id \"" + escape_bytes(redact(text), 40) +
                       "\": expected a positive integer");
   }
   return JobId{value};

@@ -67,6 +67,8 @@ std::chrono::microseconds parse_duration(std::string_view text,
                                          bool bare_seconds = true);
 
 // Parses a job id: a positive decimal integer. Throws ExitError (usage).
+// Messages quote refused arguments through redact(): a URL given in the
+// wrong place shows no password, not even a cut-off one.
 JobId parse_job_id(std::string_view text);
 
 // A duration for people: "850ms", "42.1s", "3m07s", "5h02m", "2d04h".

@@ -31,21 +31,25 @@ constexpr const char* kFooter =
     "\n"
     "Run pgjobq COMMAND --help for a command's options and examples.";
 
-// The passwords that could reach a message: scrubbed again here, though
-// the library already redacts, since no path may ever print one.
-std::vector<std::string> secrets(const Connections& c) {
-  std::string db = c.db_url;
-  if (db.empty()) {
-    if (const char* env = std::getenv("DATABASE_URL")) db = env;
-  }
-  std::vector<std::string> out = secrets_in_url(db);
-  for (std::string& s :
-       secrets_in_url(pgjobq::redis_url_or_default(c.redis_url))) {
-    out.push_back(std::move(s));
+// The passwords that could reach a message: from the connection options,
+// the environment and any argument (a URL given in the wrong place ends up
+// in a usage error). Scrubbed here again, though the library redacts, since
+// no path may ever print one.
+std::vector<std::string> secrets(const Connections& c,
+                                 const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  auto add = [&](std::string_view url) {
+    for (std::string& s : secrets_in_url(url)) out.push_back(std::move(s));
+  };
+  add(c.db_url);
+  add(pgjobq::redis_url_or_default(c.redis_url));
+  for (const char* name : {"DATABASE_URL", "REDIS_URL"}) {
+    if (const char* env = std::getenv(name)) add(env);
   }
   if (const char* env = std::getenv("PGPASSWORD"); env && *env) {
     out.emplace_back(env);
   }
+  for (const std::string& arg : args) add(arg);
   return out;
 }
 
@@ -131,14 +135,16 @@ int main(int argc, char** argv) {
       if (std::string unknown = unknown_command(args, commands);
           !unknown.empty()) {
         std::cerr << "pgjobq: usage error: unknown command \""
-                  << one_line(unknown) << "\" (see pgjobq --help)" << std::endl;
+                  << one_line(unknown, secrets(connections, args))
+                  << "\" (see pgjobq --help)" << std::endl;
         return kExitUsage;
       }
     }
     std::string see = command_name.empty()
                           ? "pgjobq --help"
                           : "pgjobq " + command_name + " --help";
-    std::cerr << "pgjobq: usage error: " << one_line(e.what()) << " (see "
+    std::cerr << "pgjobq: usage error: "
+              << one_line(e.what(), secrets(connections, args)) << " (see "
               << see << ")" << std::endl;
     return kExitUsage;
   }
@@ -150,7 +156,8 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       int code = exit_code_for(e);
       std::cerr << "pgjobq: " << (code == kExitUsage ? "usage error" : "error")
-                << ": " << one_line(e.what() + hint(e), secrets(connections))
+                << ": "
+                << one_line(e.what() + hint(e), secrets(connections, args))
                 << std::endl;
       return code;
     }

@@ -87,6 +87,19 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
   EXPECT_EQ(count_jobs(q), 0);
 }
 
+TEST_F(CliTest, UsageErrorsNeverPrintAPasswordGivenInTheWrongPlace) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"status", "a", kDeadPostgres},
+           {kDeadPostgres},
+           {"enqueue", "q", "{}", "--limit", kDeadRedis},
+           {"show", kDeadPostgres}}) {
+    ProcessResult r = pgjobq(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(OneLine(r.err));
+    EXPECT_FALSE(contains(r.err, kSecret)) << r.err;
+  }
+}
+
 TEST_F(CliTest, HelpOnEveryCommandShowsAnExample) {
   for (const char* command : {"enqueue", "wait", "show", "reschedule", "cancel",
                               "work", "migrate", "status", "prune"}) {
