@@ -123,8 +123,9 @@ int prune_command(const Connections& c, const std::string& older_than_text) {
   auto last = std::chrono::steady_clock::now();
   if (is_terminal(2)) {
     progress = [&](std::int64_t deleted) {
+      // The first batch, then at most five lines a second.
       auto now = std::chrono::steady_clock::now();
-      if (now - last < std::chrono::milliseconds(200)) return;
+      if (shown && now - last < std::chrono::milliseconds(200)) return;
       last = now;
       shown = true;
       std::fprintf(stderr, "\rpruning: %lld finished jobs deleted so far",
@@ -133,7 +134,10 @@ int prune_command(const Connections& c, const std::string& older_than_text) {
     };
   }
   std::int64_t deleted = prune(db.get(), older_than, progress);
-  if (shown) std::fprintf(stderr, "\n");
+  if (shown) {
+    std::fprintf(stderr, "\rpruning: %lld finished jobs deleted, done\n",
+                 static_cast<long long>(deleted));
+  }
   print_line(std::to_string(deleted));
   return kExitOk;
 }

@@ -48,6 +48,9 @@ struct CommandOutcome {
 //    it; anything else, stdout that is not JSON or larger than the payload
 //    limit, or a requested stop, is a handler error (thrown).
 //
+// The process must ignore SIGPIPE (`pgjobq work` does): a command that
+// exits without reading all its input makes our write fail with EPIPE.
+//
 // Thread-safe: the Worker calls handle() from one thread per queue.
 class CommandRunner {
  public:

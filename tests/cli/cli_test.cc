@@ -2,6 +2,10 @@
 // paths, and each error path with its exit code and its one stderr line.
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <pty.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <random>
@@ -13,6 +17,8 @@
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
 #include "support/worker.h"
+
+extern char** environ;
 
 namespace pgjobq::test {
 namespace {
@@ -576,7 +582,88 @@ TEST_F(CliJobTest, PruneDeletesFinishedJobsOlderThanTheDuration) {
   EXPECT_EQ(state_of(pending), "pending");
 }
 
+// Runs `pgjobq ARGS...` with its stderr on a terminal (a pty); returns
+// what it wrote there.
+std::string stderr_on_a_terminal(const std::vector<std::string>& argv,
+                                 const EnvChanges& env) {
+  int master = -1;
+  int slave = -1;
+  if (openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) {
+    ADD_FAILURE() << "openpty failed";
+    return "";
+  }
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  for (const auto& [key, value] : env) {
+    std::erase_if(env_strings, [&](const std::string& entry) {
+      return entry.starts_with(key + "=");
+    });
+    if (value) env_strings.push_back(key + "=" + *value);
+  }
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = argv;
+  std::vector<char*> argp;
+  for (std::string& a : args) argp.push_back(a.data());
+  argp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, slave, 2);
+  posix_spawn_file_actions_addclose(&actions, master);
+  pid_t pid = -1;
+  int rc =
+      posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  close(slave);
+  std::string out;
+  if (rc == 0) {
+    // Read until the child closes the terminal (EIO), bounded by a deadline.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    char buf[4096];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd fd{master, POLLIN, 0};
+      if (poll(&fd, 1, 100) <= 0) continue;
+      ssize_t n = read(master, buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+  } else {
+    ADD_FAILURE() << "posix_spawn failed";
+  }
+  close(master);
+  return out;
+}
+
+TEST_F(CliJobTest, PruneShowsProgressOnATerminal) {
+  JobId id = add_job(queue(), "{}");
+  ASSERT_EQ(pgjobq({"cancel", std::to_string(id.value)}).exit_code, 0);
+  std::string err =
+      stderr_on_a_terminal({PGJOBQ_CLI, "prune", "--older-than", "0s"}, env());
+  EXPECT_TRUE(contains(err, "pruning: 1 finished jobs deleted")) << err;
+  EXPECT_EQ(state_of(id), "");
+}
+
 // ------------------------------------------------------------ connections
+
+TEST_F(CliTest, LibpqVariablesAreUsedWithoutDatabaseUrl) {
+  // postgresql://postgres@127.0.0.1:PORT/DATABASE
+  std::string url = db_url();
+  std::string host_port = url.substr(url.find('@') + 1);
+  host_port = host_port.substr(0, host_port.find('/'));
+  std::string q = queue();
+  ProcessResult r =
+      pgjobq({"enqueue", q, "{}"}, {},
+             {{"DATABASE_URL", std::nullopt},
+              {"PGHOST", host_port.substr(0, host_port.find(':'))},
+              {"PGPORT", host_port.substr(host_port.find(':') + 1)},
+              {"PGUSER", "postgres"},
+              {"PGDATABASE", db_name()}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_jobs(q), 1);
+}
 
 TEST_F(CliTest, UnreachablePostgresqlExits1WithoutThePassword) {
   std::string dead_conninfo =
