@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <stdexcept>
@@ -137,6 +138,13 @@ std::vector<std::pair<std::string, std::string>> server_settings(PGconn* db) {
                      PQgetvalue(rows.get(), r, 1));
   }
   return out;
+}
+
+double load_average() {
+  std::ifstream in("/proc/loadavg");
+  double load = 0;
+  in >> load;
+  return load;
 }
 
 void progress(const std::string& line) {

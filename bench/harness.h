@@ -70,6 +70,9 @@ void prepare_database(PGconn* db);
 // PostgreSQL settings that decide commit cost, as (name, value).
 std::vector<std::pair<std::string, std::string>> server_settings(PGconn* db);
 
+// The 1-minute load average (0 if unknown).
+double load_average();
+
 // Progress line on stderr.
 void progress(const std::string& line);
 

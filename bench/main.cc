@@ -14,12 +14,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <iostream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "harness.h"
 #include "pgjobq/log.h"
@@ -54,12 +56,28 @@ struct Config {
   std::string rows;
 };
 
-// Measurements of a pgjobq figure and its reference, round by round.
+// A reference measurement; `other` is a second reference taken alongside
+// (row 5 compares with one connection and with sixteen).
+struct Reference {
+  double value = 0;
+  double other = 0;
+};
+
+// Measurements of a pgjobq figure and its references, round by round.
 struct Rounds {
   std::vector<double> subject;
   std::vector<double> reference;
+  std::vector<double> other;
   std::vector<double> ratio;
+  // How far apart the two references of each kept round were.
+  std::vector<double> spread;
+  int discarded = 0;
 };
+
+// A round whose references before and after the pgjobq measurement differ
+// by more than this saw the machine change speed (other work started or
+// stopped) and is measured again.
+constexpr double kMaxSpread = 0.25;
 
 std::string fixed(double v, int decimals) {
   std::ostringstream s;
@@ -69,45 +87,73 @@ std::string fixed(double v, int decimals) {
   return s.str();
 }
 
-// Runs `rounds` rounds of (reference, subject), swapping the order every
-// other round so a drift in the machine's speed hits both alike.
-// `settle` runs before each measurement, so none pays for the writes of
-// the one before.
-Rounds alternate(const std::string& label, int rounds,
-                 const std::function<void()>& settle,
-                 const std::function<double()>& reference,
-                 const std::function<double()>& subject) {
+// Runs rounds of (reference, subject, reference): the reference of a round
+// is the mean of the two around its subject, so a drift in the machine's
+// speed hits both alike, and a round whose two references disagree by more
+// than kMaxSpread is discarded and run again (at most `rounds` times over).
+// `settle` runs before each measurement, so none pays for the writes of the
+// one before.
+Rounds sandwich(const std::string& label, int rounds,
+                const std::function<void()>& settle,
+                const std::function<Reference()>& reference,
+                const std::function<double()>& subject) {
   Rounds r;
-  for (int i = 0; i < rounds; ++i) {
-    double ref = 0, sub = 0;
-    if (i % 2 == 0) {
-      settle();
-      ref = reference();
-      settle();
-      sub = subject();
-    } else {
-      settle();
-      sub = subject();
-      settle();
-      ref = reference();
+  const int max_attempts = 2 * rounds;
+  int attempts = 0;
+  while (static_cast<int>(r.subject.size()) < rounds &&
+         attempts < max_attempts) {
+    ++attempts;
+    settle();
+    Reference before = reference();
+    settle();
+    double sub = subject();
+    settle();
+    Reference after = reference();
+    double high = std::max(before.value, after.value);
+    double spread = high > 0 ? std::abs(before.value - after.value) / high : 0;
+    int needed = rounds - static_cast<int>(r.subject.size());
+    std::string line = label + " round " + std::to_string(attempts) +
+                       ": pgjobq " + fixed(sub, 0) + ", reference " +
+                       fixed(before.value, 0) + " / " + fixed(after.value, 0);
+    if (spread > kMaxSpread && max_attempts - attempts >= needed) {
+      ++r.discarded;
+      progress(line + ": references " + fixed(spread * 100, 0) +
+               "% apart, discarded");
+      continue;
     }
+    double ref = (before.value + after.value) / 2;
     r.reference.push_back(ref);
+    r.other.push_back((before.other + after.other) / 2);
     r.subject.push_back(sub);
     r.ratio.push_back(ref > 0 ? sub / ref : 0);
-    progress(label + " round " + std::to_string(i + 1) + "/" +
-             std::to_string(rounds) + ": pgjobq " + fixed(sub, 0) +
-             ", reference " + fixed(ref, 0) + ", ratio " +
-             fixed(r.ratio.back(), 3));
+    r.spread.push_back(spread);
+    progress(line + ", ratio " + fixed(r.ratio.back(), 3));
   }
   return r;
+}
+
+Rounds sandwich(const std::string& label, int rounds,
+                const std::function<void()>& settle,
+                const std::function<double()>& reference,
+                const std::function<double()>& subject) {
+  return sandwich(
+      label, rounds, settle, [&] { return Reference{reference()}; }, subject);
 }
 
 void fill(Row& row, const Rounds& r) {
   row.pgjobq = median(r.subject);
   row.reference = median(r.reference);
   row.ratio = median(r.ratio);
-  row.detail["rounds"] = {
-      {"pgjobq", r.subject}, {"reference", r.reference}, {"ratio", r.ratio}};
+  row.detail["rounds"] = {{"pgjobq", r.subject},
+                          {"reference", r.reference},
+                          {"ratio", r.ratio},
+                          {"reference_spread", r.spread},
+                          {"discarded", r.discarded}};
+  if (r.discarded > 0) {
+    row.note += std::string(row.note.empty() ? "" : "; ") +
+                std::to_string(r.discarded) +
+                " round(s) run again: the machine changed speed mid-round";
+  }
 }
 
 class Bench {
@@ -121,6 +167,8 @@ class Bench {
 
   Report run() {
     auto start = SteadyClock::now();
+    report_.cpus = static_cast<int>(std::thread::hardware_concurrency());
+    report_.load_before = load_average();
     ScratchDatabase main_db(c_.db, "pgjobq_bench_" + std::to_string(getpid()));
     {
       PgConnPtr db = main_db.connect();
@@ -140,6 +188,7 @@ class Bench {
     if (wants("7")) row7();
     if (wants("8")) row8();
     report_.seconds = seconds_since(start);
+    report_.load_after = load_average();
     return std::move(report_);
   }
 
@@ -187,7 +236,7 @@ class Bench {
             Target::ratio_at_least(0.85)};
     measure({row}, [&](std::vector<Row>& rows) {
       fill(rows[0],
-           alternate(
+           sandwich(
                "1 (enqueue 1/txn)", c_.rounds, settle_,
                [&] { return bare_rate(); },
                [&] { return enqueue_rate(s_, "bench-1", c_.seconds); }));
@@ -199,7 +248,7 @@ class Bench {
             "bare 1,000-row INSERT..SELECT", Target::ratio_at_least(0.7)};
     measure({row}, [&](std::vector<Row>& rows) {
       fill(rows[0],
-           alternate(
+           sandwich(
                "2 (enqueue 1,000/txn)", c_.rounds, settle_,
                [&] {
                  return bare_bulk_insert_rate(s_.db_url, 1000, c_.seconds);
@@ -216,7 +265,7 @@ class Bench {
             Target::ratio_at_least(0.75)};
     measure({row}, [&](std::vector<Row>& rows) {
       std::vector<ShallowResult> runs;
-      Rounds r = alternate(
+      Rounds r = sandwich(
           "3a (shallow queue)", c_.rounds, settle_, [&] { return bare_rate(); },
           [&] {
             runs.push_back(shallow_worker_rate(s_, "bench-3a", c_.seconds,
@@ -244,7 +293,7 @@ class Bench {
             "jobs/s", "bare 1-row commit (as row 1)",
             Target::ratio_at_least(1.5)};
     measure({row}, [&](std::vector<Row>& rows) {
-      fill(rows[0], alternate(
+      fill(rows[0], sandwich(
                         "3b (deep queue)", c_.rounds, settle_,
                         [&] { return bare_rate(); },
                         [&] {
@@ -287,7 +336,7 @@ class Bench {
     }
     measure({row}, [&](std::vector<Row>& rows) {
       rows[0].detail["cli"] = cli;
-      fill(rows[0], alternate(
+      fill(rows[0], sandwich(
                         "4 (pgjobq work -- cat)", c_.rounds, settle_,
                         [&] { return bare_rate(); },
                         [&] {
@@ -313,22 +362,25 @@ class Bench {
       for (int i = 0; i < c_.queues; ++i) {
         queues.push_back("bench-5:" + std::to_string(i));
       }
-      std::vector<double> many;
-      Rounds r = alternate(
-          "5 (16 queues) vs 1 connection", c_.rounds, settle_,
+      Rounds r = sandwich(
+          "5 (16 queues)", c_.rounds, settle_,
           [&] {
-            many.push_back(
-                bare_parallel_commit_rate(s_.db_url, c_.queues, c_.seconds));
-            progress("5 reference, " + std::to_string(c_.queues) +
-                     " connections: " + fixed(many.back(), 0));
+            Reference ref;
+            ref.other =
+                bare_parallel_commit_rate(s_.db_url, c_.queues, c_.seconds);
             settle();
-            return bare_rate();
+            ref.value = bare_rate();
+            progress("5 references: 1 connection " + fixed(ref.value, 0) +
+                     ", " + std::to_string(c_.queues) + " connections " +
+                     fixed(ref.other, 0));
+            return ref;
           },
           [&] { return deep_worker_rate(s_, queues, c_.queue_jobs); });
       fill(rows[0], r);
-      Rounds m{r.subject, many, {}};
-      for (std::size_t i = 0; i < many.size(); ++i) {
-        m.ratio.push_back(many[i] > 0 ? r.subject[i] / many[i] : 0);
+      Rounds m = r;
+      m.reference = r.other;
+      for (std::size_t i = 0; i < m.ratio.size(); ++i) {
+        m.ratio[i] = m.reference[i] > 0 ? r.subject[i] / m.reference[i] : 0;
       }
       fill(rows[1], m);
     });
@@ -407,7 +459,7 @@ class Bench {
       out[0].detail["load_s"] = seconds_since(load_start);
       progress("8: loaded in " + fixed(seconds_since(load_start), 1) + " s");
       // The worker rows first: row 1 leaves its jobs pending.
-      fill(out[1], alternate(
+      fill(out[1], sandwich(
                        "8/3a (shallow, full/empty)", c_.rounds, settle_,
                        [&] {
                          return shallow_worker_rate(empty, "bench-8",
@@ -421,7 +473,7 @@ class Bench {
                              .jobs_per_second;
                        }));
       fill(out[2],
-           alternate(
+           sandwich(
                "8/3b (deep, full/empty)", c_.deep_rounds, settle_,
                [&] {
                  return deep_worker_rate(empty, {"bench-8"}, c_.deep_jobs);
@@ -430,7 +482,7 @@ class Bench {
                  return deep_worker_rate(full, {"bench-8"}, c_.deep_jobs);
                }));
       fill(out[0],
-           alternate(
+           sandwich(
                "8/1 (enqueue, full/empty)", c_.rounds, settle_,
                [&] { return enqueue_rate(empty, "bench-8", c_.seconds); },
                [&] { return enqueue_rate(full, "bench-8", c_.seconds); }));

@@ -86,7 +86,10 @@ void print_table(std::ostream& out, const Report& report) {
     out << " " << key << "=" << value.dump();
   }
   out << " (took " << std::fixed << std::setprecision(0) << report.seconds
-      << " s)\n\n";
+      << " s)\n";
+  out << "Machine: " << report.cpus << " CPUs, load average "
+      << std::setprecision(2) << report.load_before << " before the run, "
+      << report.load_after << " after\n\n";
   out.unsetf(std::ios::floatfield);
   out << "| row | pgjobq measures | pgjobq | reference measures | reference "
          "| ratio | target | |\n";
@@ -116,6 +119,9 @@ void print_json(std::ostream& out, const Report& report) {
   }
   doc["config"] = report.config;
   doc["seconds"] = report.seconds;
+  doc["machine"] = {{"cpus", report.cpus},
+                    {"load_before", report.load_before},
+                    {"load_after", report.load_after}};
   doc["rows"] = nlohmann::json::array();
   for (const Row& row : report.rows) {
     nlohmann::json r;

@@ -55,6 +55,11 @@ struct Report {
   nlohmann::json config = nlohmann::json::object();
   std::vector<Row> rows;
   double seconds = 0;  // how long the run took
+  // CPUs and the 1-minute load average before and after the run: other
+  // work on the machine shows up there.
+  int cpus = 0;
+  double load_before = 0;
+  double load_after = 0;
 };
 
 void print_table(std::ostream& out, const Report& report);
