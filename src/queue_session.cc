@@ -101,6 +101,17 @@ void QueueSession::cancel_lock_wait() {
   lock_requested_ = false;
 }
 
+bool QueueSession::still_connected() {
+  PGconn* c = conn_.get();
+  // A few rounds: the server's last words, then the end of the stream.
+  for (int i = 0; i < 4 && PQstatus(c) == CONNECTION_OK; ++i) {
+    pollfd fd{PQsocket(c), POLLIN, 0};
+    if (poll(&fd, 1, 0) <= 0) break;
+    if (PQconsumeInput(c) != 1) return false;
+  }
+  return PQstatus(c) == CONNECTION_OK;
+}
+
 void QueueSession::resume() {
   pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
   pg::Result row = conn_.exec(sql::kResumePoint, params);

@@ -64,6 +64,11 @@ class QueueSession {
   const std::string& queue() const noexcept { return queue_; }
   PGconn* conn() const noexcept { return conn_.get(); }
   bool alive() const noexcept { return conn_.alive(); }
+  // Whether the session is still there, as far as can be told without a
+  // round trip: reads what the server sent meanwhile (a terminated backend
+  // says so, then closes the connection). A session gone took the queue's
+  // lock with it.
+  bool still_connected();
 
   // Looks up (or creates) the queue. Throws on failure; returns false if the
   // queue's row is being created by an uncommitted transaction.

@@ -241,6 +241,13 @@ class Runner {
         give_up(job);
         continue;
       }
+      // A session lost since the claim (pg_terminate_backend, a network
+      // cut) took the queue's lock with it, and a standby may be running
+      // this very job: start nothing on it.
+      if (!s.still_connected()) {
+        throw ConnectionError("connection to PostgreSQL lost before " +
+                              describe(job) + " started");
+      }
       HandlerRun run = run_handler(s, job);
       if (run.kind == HandlerRun::Kind::error) {
         handle_error(s, job, run.error);

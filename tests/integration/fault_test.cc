@@ -1,0 +1,85 @@
+// Faults the chaos run (scripts/chaos.sh) found, pinned down one at a time.
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "pgjobq/enqueue.h"
+#include "pgjobq/jobs.h"
+#include "pgjobq/worker.h"
+#include "support/services.h"
+#include "support/worker.h"
+
+namespace pgjobq {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using test::BackgroundWorker;
+using test::wait_until;
+
+class FaultTest : public test::DatabaseTest {};
+
+// A worker whose session was cut (pg_terminate_backend, a network cut)
+// has lost the queue's lock with it: a standby may already be running its
+// claimed jobs. It must not start another job on that dead session.
+TEST_F(FaultTest, WorkerStartsNoClaimedJobAfterLosingItsSession) {
+  PgConnPtr conn = connect();
+  std::string q = queue("lost-session");
+  JobId a = enqueue(conn.get(), q, json("a"));
+  JobId b = enqueue(conn.get(), q, json("b"));
+  std::mutex mutex;
+  std::vector<std::pair<std::int64_t, int>> calls;
+  WorkerOptions o;
+  o.db_url = db_url();
+  o.redis_url = test::redis_url();
+  o.queues = {q};
+  o.poll_interval = std::chrono::seconds(30);
+  // Claim both jobs at once.
+  o.max_batch = 2;
+  o.max_commit_delay = std::chrono::seconds(1);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    bool first = false;
+    {
+      std::lock_guard lock(mutex);
+      calls.emplace_back(job.id.value, job.attempt);
+      first = calls.size() == 1;
+    }
+    if (first) {
+      // Cut the worker's own session while it runs the first job, and let
+      // the cut land before the handler returns.
+      std::string pid = std::to_string(PQbackendPID(job.db));
+      PgConnPtr admin = connect();
+      PQclear(PQexec(admin.get(),
+                     ("SELECT pg_terminate_backend(" + pid + ")").c_str()));
+      EXPECT_TRUE(wait_until([&] {
+        return query_value(
+                   "SELECT count(*) FROM pg_stat_activity WHERE pid "
+                   "= " +
+                   pid) == "0";
+      }));
+    }
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return query_job(conn.get(), a)->state == JobState::completed &&
+               query_job(conn.get(), b)->state == JobState::completed;
+      },
+      milliseconds(15000)));
+  std::lock_guard lock(mutex);
+  ASSERT_GE(calls.size(), 3u);
+  EXPECT_EQ(calls[0], std::make_pair(a.value, 1));
+  // After losing the lock, the next run is the first job again, on a fresh
+  // session that holds the lock; never the second job on the dead one.
+  EXPECT_EQ(calls[1].first, a.value)
+      << "job " << calls[1].first << " (attempt " << calls[1].second
+      << ") ran on a session that was gone";
+  EXPECT_EQ(calls[1].second, 2);
+  EXPECT_EQ(query_job(conn.get(), a)->result, json("a"));
+  EXPECT_EQ(query_job(conn.get(), b)->result, json("b"));
+}
+
+}  // namespace
+}  // namespace pgjobq
