@@ -42,14 +42,14 @@ struct Config {
   std::string cli;
   bool json = false;
   bool quick = false;
-  int rounds = 5;
+  int rounds = 3;
   int deep_rounds = 3;
   double seconds = 1.0;
   int deep_jobs = 20000;
-  int cli_jobs = 1000;
+  int cli_jobs = 500;
   int queues = 16;
-  int queue_jobs = 1500;
-  int latency_samples = 1000;
+  int queue_jobs = 1000;
+  int latency_samples = 500;
   int max_ahead = 16;
   int producers = 2;
   long history_jobs = 1000000;
