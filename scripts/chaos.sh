@@ -290,11 +290,12 @@ echo "chaos.sh: $profile run, $queues queues, $slots workers, sanitized=$sanitiz
 exec 3>&2 2>>"$run/supervisor.log"
 supervise
 "$driver" load --db "$db" --redis "$redis" --dir "$run" --cli "$cli" \
-  --queues "$queues" --seconds "$seconds" --max-jobs "$max_jobs" \
+  --queues "$queues" --seconds "$((seconds * 3))" --max-jobs "$max_jobs" \
   --limit "$limit" --drain-seconds "$drain" 2>&3 &
 load_pid=$!
 
 begin=$(now)
+planned_end=$(plus "$begin" "$seconds")
 next_kill=$(plus "$begin" "$kill_every")
 next_redis=$(plus "$begin" "$redis_every")
 next_pg=$(plus "$begin" "$pg_first")
@@ -319,6 +320,15 @@ while kill -0 "$load_pid" 2>/dev/null; do
     if later "$t" "$next_pg"; then
       restart_postgres
       next_pg=$(plus "$(now)" "$pg_every")
+    fi
+    # Enqueuing ends once the planned time has passed and every kind of
+    # fault has happened as often as the check demands (the long run ends
+    # by its job count instead).
+    if later "$t" "$planned_end" && [ "$kills" -ge "$min_kills" ] &&
+        [ "$redis_restarts" -ge "$min_redis" ] &&
+        [ "$pg_restarts" -ge "$min_pg" ] &&
+        [ "$terminated" -ge "$min_term" ]; then
+      touch "$run/stop"
     fi
   fi
   sleep 0.05

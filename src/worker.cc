@@ -25,6 +25,7 @@
 #include <cmath>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "pgjobq/log.h"
 #include "queue_session.h"
 #include "redis/connection.h"
+#include "validate.h"
 #include "wakeup.h"
 
 namespace pgjobq {
@@ -341,6 +343,14 @@ class Runner {
     HandlerRun run{HandlerRun::Kind::error, nullptr, {}};
     try {
       HandlerResult result = w_.handler(context);
+      if (!result.rescheduled()) {
+        // A result jsonb cannot hold (NUL, invalid UTF-8, NaN, absurd
+        // nesting) would fail the commit of the whole batch and stop the
+        // worker with the job unrecorded: it is this handler's error.
+        serialize_payload(result.result(),
+                          std::numeric_limits<std::size_t>::max(),
+                          "the handler's result");
+      }
       run = {result.rescheduled() ? HandlerRun::Kind::requeued
                                   : HandlerRun::Kind::completed,
              result.result(),

@@ -64,10 +64,10 @@ class Check {
     for (const std::string& note : overlap_notes_) {
       std::cerr << "overlap: " << note << "\n";
     }
-    if (overlaps_other_ + overlaps_unnamed_ > 0) {
-      fail(std::to_string(overlaps_other_ + overlaps_unnamed_) +
-           " runs started while a run of another job of their queue was "
-           "alive");
+    if (overlaps_violation_ + overlaps_unnamed_ > 0) {
+      fail(std::to_string(overlaps_violation_ + overlaps_unnamed_) +
+           " runs started while a run of another job of their queue that "
+           "was not a duplicate was alive");
     }
     check_limit();
     check_waits();
@@ -322,21 +322,38 @@ WHERE NOT EXISTS (SELECT 1 FROM chaos.enqueued e WHERE e.job = j.id)
     }
   }
 
-  // Two live runs on one queue. Runs of the same job overlap when a worker
-  // lost its session mid-job and a standby took over (at-least-once);
-  // runs of different jobs break FIFO.
+  // Whether run (job, attempt) is a duplicate: its job was completed by a
+  // later attempt. Execution is at-least-once: when a worker's session is
+  // cut just as it starts a job (a command takes a while to start), the
+  // standby that takes the lock runs the job again, and the stale run may
+  // still be going.
+  bool superseded(std::int64_t job, int attempt) const {
+    auto it = jobs_.find(job);
+    return it != jobs_.end() && it->second.state == "completed" &&
+           attempt < it->second.attempts;
+  }
+
+  // Two live runs on one queue. With a duplicate among them, at-least-once;
+  // two runs that each completed their job break FIFO.
   void overlap(const std::string& queue, const JournalEvent& e) {
+    std::string kind;
     if (e.holder_job == 0) {
       ++overlaps_unnamed_;
+      kind = "UNNAMED";
+    } else if (superseded(e.job, e.attempt) ||
+               superseded(e.holder_job, e.holder_attempt)) {
+      ++overlaps_duplicate_;
+      kind = "duplicate";
     } else {
-      (e.holder_job == e.job ? overlaps_same_ : overlaps_other_) += 1;
+      ++overlaps_violation_;
+      kind = "VIOLATION";
     }
-    std::string text = queue + ": job " + std::to_string(e.job) + " attempt " +
-                       std::to_string(e.attempt) + " (pid " +
-                       std::to_string(e.pid) + ") started while job " +
-                       std::to_string(e.holder_job) + " attempt " +
-                       std::to_string(e.holder_attempt) + " (pid " +
-                       std::to_string(e.holder_pid) + ") was still running";
+    std::string text =
+        queue + ": job " + std::to_string(e.job) + " attempt " +
+        std::to_string(e.attempt) + " (pid " + std::to_string(e.pid) +
+        ") started while job " + std::to_string(e.holder_job) + " attempt " +
+        std::to_string(e.holder_attempt) + " (pid " +
+        std::to_string(e.holder_pid) + ") was still running: " + kind;
     overlap_notes_.push_back(text);
   }
 
@@ -441,11 +458,11 @@ WHERE NOT EXISTS (SELECT 1 FROM chaos.enqueued e WHERE e.job = j.id)
       << " runs=" << runs_                          //
       << " order_violations=" << order_violations_  //
       << " early_starts=" << early_starts_          //
-      << " overlaps=" << overlaps_same_ + overlaps_other_ + overlaps_unnamed_
-      << "(" << overlaps_same_ << " same job)"  //
-      << " limit=" << limit_                    //
-      << " max_unfinished=" << max_unfinished_  //
-      << " refused=" << stat("refused")         //
+      << " overlaps=" << overlaps_violation_ + overlaps_unnamed_
+      << " duplicate_overlaps=" << overlaps_duplicate_  //
+      << " limit=" << limit_                            //
+      << " max_unfinished=" << max_unfinished_          //
+      << " refused=" << stat("refused")                 //
       << " waits=" << stat("waits") << "(ok " << stat("waits_ok")
       << ", timeout " << stat("waits_timeout") << ", error "
       << stat("waits_error") << ", hung " << stat("waits_hung")
@@ -479,9 +496,9 @@ WHERE NOT EXISTS (SELECT 1 FROM chaos.enqueued e WHERE e.job = j.id)
   std::int64_t completed_once_ = 0, not_completed_ = 0, not_once_ = 0;
   std::int64_t observed_ = 0, observed_wrong_ = 0;
   std::int64_t runs_ = 0, order_violations_ = 0, early_starts_ = 0,
-               overlaps_same_ = 0, overlaps_other_ = 0, overlaps_unnamed_ = 0,
-               ran_uncommitted_ = 0, uncommitted_ran_ = 0, never_ran_ = 0,
-               result_without_run_ = 0;
+               overlaps_duplicate_ = 0, overlaps_violation_ = 0,
+               overlaps_unnamed_ = 0, ran_uncommitted_ = 0,
+               uncommitted_ran_ = 0, never_ran_ = 0, result_without_run_ = 0;
   std::int64_t max_unfinished_ = 0;
   std::vector<std::string> failures_;
   std::vector<std::string> overlap_notes_;

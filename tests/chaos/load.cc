@@ -111,7 +111,10 @@ class Load {
     auto end = start + std::chrono::duration_cast<SteadyClock::duration>(
                            std::chrono::duration<double>(o_.seconds));
     auto next_report = start + std::chrono::seconds(5);
-    while (SteadyClock::now() < end && jobs_.load() < o_.max_jobs) {
+    // scripts/chaos.sh says when it has done all it meant to (<dir>/stop).
+    std::string stop_file = o_.dir + "/stop";
+    while (SteadyClock::now() < end && jobs_.load() < o_.max_jobs &&
+           access(stop_file.c_str(), F_OK) != 0) {
       std::this_thread::sleep_for(milliseconds(50));
       if (SteadyClock::now() >= next_report) {
         report("load");

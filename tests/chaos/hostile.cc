@@ -1,0 +1,209 @@
+#include "chaos/hostile.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "pgjobq/enqueue.h"
+#include "pgjobq/jobs.h"
+
+namespace pgjobq::test {
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+const std::string kDeadPostgres = "postgresql://nobody@127.0.0.1:1/nothing";
+const std::string kDeadRedis = "redis://127.0.0.1:1";
+
+std::string HostileTest::stored() const {
+  return query_value(R"sql(
+SELECT md5(coalesce(string_agg(t, '|' ORDER BY t), '')) FROM (
+  SELECT 'j' || j::text AS t FROM pgjobq.jobs j
+  UNION ALL SELECT 'q' || q::text FROM pgjobq.queues q
+  UNION ALL SELECT 'p' || p::text FROM pgjobq.queue_progress p) s
+)sql");
+}
+
+void HostileTest::seed() {
+  PgConnPtr conn = connect();
+  std::string q = queue("seeded");
+  enqueue(conn.get(), q, nlohmann::json{{"keep", "me"}});
+  JobId cancelled = enqueue(conn.get(), q, nlohmann::json::array({1, 2}));
+  cancel(conn.get(), cancelled);
+  enqueue(conn.get(), queue("seeded"), "another queue");
+}
+
+namespace {
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("no free port");
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool running_as_root() { return geteuid() == 0; }
+
+std::string pg_bin() {
+  const char* bin = std::getenv("PGJOBQ_PG_BIN");
+  return bin && *bin ? bin : "/usr/lib/postgresql/15/bin";
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+}  // namespace
+
+void PrivatePostgres::run(const std::vector<std::string>& argv,
+                          bool as_postgres) const {
+  std::vector<std::string> full;
+  if (as_postgres && running_as_root()) {
+    full = {"runuser", "-u", "postgres", "--"};
+  }
+  full.insert(full.end(), argv.begin(), argv.end());
+  ProcessResult r = run_process(full, {}, {}, std::chrono::seconds(120));
+  if (r.exit_code != 0) {
+    throw std::runtime_error(argv[0] + " failed: " + r.err + r.out);
+  }
+}
+
+PrivatePostgres::PrivatePostgres(bool tls) {
+  char tmpl[] = "/tmp/pgjobq-private-pg.XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  std::filesystem::permissions(dir_, std::filesystem::perms(0755));
+  if (running_as_root()) {
+    passwd* pg = getpwnam("postgres");
+    if (!pg || chown(dir_.c_str(), pg->pw_uid, pg->pw_gid) != 0) {
+      throw std::runtime_error("cannot hand " + dir_ + " to postgres");
+    }
+  }
+  std::string data = dir_ + "/data";
+  run({pg_bin() + "/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E",
+       "UTF8", "--no-sync", "--no-instructions"},
+      true);
+  std::string conf =
+      "listen_addresses = '127.0.0.1'\n"
+      "unix_socket_directories = '" +
+      dir_ +
+      "'\n"
+      "fsync = off\n"
+      "password_encryption = 'scram-sha-256'\n";
+  std::string hba = "local all all trust\n";
+  if (tls) {
+    // A CA of the test's own signs the server's certificate, for
+    // 127.0.0.1 and localhost.
+    std::string ext = dir_ + "/san.ext";
+    write_file(ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    run({"openssl", "req", "-new", "-x509", "-days", "2", "-nodes", "-subj",
+         "/CN=pgjobq test CA", "-keyout", dir_ + "/ca.key", "-out",
+         dir_ + "/ca.crt"},
+        true);
+    run({"openssl", "req", "-new", "-nodes", "-subj", "/CN=localhost",
+         "-keyout", data + "/server.key", "-out", dir_ + "/server.csr"},
+        true);
+    run({"openssl", "x509", "-req", "-in", dir_ + "/server.csr", "-days", "2",
+         "-CA", dir_ + "/ca.crt", "-CAkey", dir_ + "/ca.key", "-CAcreateserial",
+         "-out", data + "/server.crt", "-extfile", ext},
+        true);
+    run({"chmod", "600", data + "/server.key"}, true);
+    conf +=
+        "ssl = on\nssl_cert_file = 'server.crt'\n"
+        "ssl_key_file = 'server.key'\n";
+    hba +=
+        "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        "hostnossl all all 127.0.0.1/32 reject\n";
+  } else {
+    hba += "host all all 127.0.0.1/32 scram-sha-256\n";
+  }
+  // Written as root when we are root: make them the server's.
+  write_file(data + "/pg_hba.conf", hba);
+  {
+    std::ofstream out(data + "/postgresql.conf", std::ios::app);
+    out << conf;
+  }
+  if (running_as_root()) {
+    run({"chown", "postgres:", data + "/pg_hba.conf",
+         data + "/postgresql.conf"},
+        false);
+  }
+  for (int tries = 0;; ++tries) {
+    port_ = free_port();
+    try {
+      run({pg_bin() + "/pg_ctl", "-D", data, "-w", "-t", "60", "-o",
+           "-p " + std::to_string(port_), "-l", dir_ + "/postgres.log",
+           "start"},
+          true);
+      break;
+    } catch (const std::exception&) {
+      if (tries == 3) throw;
+    }
+  }
+}
+
+PrivatePostgres::~PrivatePostgres() {
+  try {
+    run({pg_bin() + "/pg_ctl", "-D", dir_ + "/data", "-m", "immediate", "-w",
+         "stop"},
+        true);
+  } catch (const std::exception&) {
+    // Gone already.
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string PrivatePostgres::admin(const std::string& sql,
+                                   const std::string& database) const {
+  PgConnPtr conn =
+      connect_database("host=" + dir_ + " port=" + std::to_string(port_) +
+                       " user=postgres dbname=" + database);
+  PGresult* r = PQexec(conn.get(), sql.c_str());
+  auto status = PQresultStatus(r);
+  std::string value =
+      status == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+  std::string error = PQresultErrorMessage(r);
+  PQclear(r);
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    throw std::runtime_error(sql + ": " + error);
+  }
+  return value;
+}
+
+std::string PrivatePostgres::url(const std::string& user,
+                                 const std::string& password,
+                                 const std::string& database,
+                                 const std::string& extra) const {
+  return "postgresql://" + user + ":" + password +
+         "@127.0.0.1:" + std::to_string(port_) + "/" + database +
+         (extra.empty() ? "" : "?" + extra);
+}
+
+std::string PrivatePostgres::log() const {
+  std::ifstream in(dir_ + "/postgres.log");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace pgjobq::test

@@ -1,0 +1,65 @@
+#pragma once
+
+// What the hostile-input and security tests share: the command-line
+// fixture of tests/cli, a fingerprint of everything pgjobq stores, and a
+// PostgreSQL server of a test's own, for what the shared one must not be
+// changed for (password authentication, TLS).
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/cli_fixture.h"
+#include "support/services.h"
+
+namespace pgjobq::test {
+
+// Whether `text` contains `part`.
+bool contains(const std::string& text, const std::string& part);
+
+// A PostgreSQL port nothing listens on, and a Redis one.
+extern const std::string kDeadPostgres;
+extern const std::string kDeadRedis;
+
+class HostileTest : public CliTest {
+ protected:
+  // Every row of pgjobq's tables, hashed: equal fingerprints mean nothing
+  // stored changed.
+  std::string stored() const;
+  // A few jobs in several states, so that there is something to protect.
+  void seed();
+};
+
+// A PostgreSQL server of the test's own, on loopback and a unix socket in
+// a temporary directory: local connections trusted (the test's admin), TCP
+// ones by SCRAM password, TLS on if asked (with a certificate made for it).
+// Stopped and removed on destruction.
+class PrivatePostgres {
+ public:
+  explicit PrivatePostgres(bool tls = false);
+  ~PrivatePostgres();
+  PrivatePostgres(const PrivatePostgres&) = delete;
+  PrivatePostgres& operator=(const PrivatePostgres&) = delete;
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  // The CA certificate that signed the server's (when tls).
+  std::string ca_file() const { return dir_ + "/ca.crt"; }
+  // Runs SQL as the superuser over the unix socket, in `database`.
+  std::string admin(const std::string& sql,
+                    const std::string& database = "postgres") const;
+  // postgresql://user:password@127.0.0.1:port/database[?extra]
+  std::string url(const std::string& user, const std::string& password,
+                  const std::string& database,
+                  const std::string& extra = {}) const;
+  // The server's log so far.
+  std::string log() const;
+
+ private:
+  void run(const std::vector<std::string>& argv, bool as_postgres) const;
+  std::string dir_;
+  int port_ = 0;
+};
+
+}  // namespace pgjobq::test
