@@ -1,5 +1,6 @@
 // The enqueue path: validate everything, then one statement in the caller's
-// transaction (two or three the first time a queue is used).
+// transaction. The SQL is pgjobq.insert_jobs, in
+// src/sql/migrations/002_insert_jobs_function.sql.
 
 #include "pgjobq/enqueue.h"
 
@@ -26,16 +27,6 @@ std::optional<std::vector<JobId>> insert(PGconn* db, std::string_view queue,
   pg::Param params[] = {pg::param(queue), pg::param(limit), std::move(payloads),
                         pg::param(count)};
   pg::Result rows = pg::exec(db, sql::kInsertJobs, params);
-  if (rows.rows() == 1 && rows.is_null(0, 0)) {
-    // A queue this statement could not see. Create it (or wait for the
-    // transaction creating it), then try again with a fresh snapshot.
-    pg::Param name[] = {pg::param(queue)};
-    pg::exec(db, sql::kCreateQueue, name);
-    rows = pg::exec(db, sql::kInsertJobs, params);
-    if (rows.rows() == 1 && rows.is_null(0, 0)) {
-      throw Error("queue vanished while enqueuing");
-    }
-  }
   if (rows.rows() == 0) return std::nullopt;  // the limit refused
   if (rows.rows() != count) {
     throw Error("inserted " + std::to_string(rows.rows()) + " jobs of " +
@@ -74,9 +65,9 @@ std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
                                  const EnqueueOptions& options) {
   validate_queue_name(queue);
   check_limit(options.limit);
-  std::string payload =
-      "[" + serialize_payload(data, options.max_payload_bytes, "job data") +
-      "]";
+  std::string payload = "[";
+  payload += serialize_payload(data, options.max_payload_bytes, "job data");
+  payload += ']';
   try {
     auto ids = insert(db, queue, std::move(payload), 1, options.limit);
     if (!ids) return std::nullopt;

@@ -14,55 +14,14 @@ namespace pgjobq::sql {
 // ---------------------------------------------------------------- enqueue
 
 // $1 queue name, $2 limit, $3 jsonb array of payloads, $4 its length.
-// Returns (id, position) per job; or no rows when the limit refuses; or one
-// row of NULLs when the queue does not exist (in this statement's snapshot:
-// another transaction may be creating it right now).
-//
-// FIFO by commit order: the UPDATE locks the queue's row until the caller's
-// transaction ends, so enqueuers of one queue take positions, and commit,
-// one after another; a later position can never become visible before an
-// earlier one.
-// The limit: `admitted - finished` is the exact number of unfinished jobs.
-// `finished` is read from this statement's snapshot and only ever grows, so
-// a stale value can only refuse, never overfill. A refused UPDATE locks
-// nothing, and the caller's transaction stays usable.
-// O(1): no row counting; the cost does not grow with the queue's depth.
+// Returns (id, position) per job, or no rows when the limit refuses. The
+// work, and the invariants it keeps (FIFO by commit order, the exact limit,
+// O(1)), are in pgjobq.insert_jobs: src/sql/migrations/
+// 002_insert_jobs_function.sql. A function, because this statement runs on
+// the caller's connection unprepared, and PL/pgSQL caches its plans.
 inline constexpr pg::Statement kInsertJobs{"pgjobq_insert_jobs", R"sql(
-WITH queue AS (
-  UPDATE pgjobq.queues q
-  SET last_position = q.last_position + $4::bigint,
-      admitted = q.admitted + $4::bigint
-  WHERE q.name = $1
-    AND q.admitted + $4::bigint
-        - (SELECT p.finished FROM pgjobq.queue_progress p
-           WHERE p.queue_id = q.id) <= $2::bigint
-  RETURNING q.id, q.last_position
-), inserted AS (
-  INSERT INTO pgjobq.jobs (queue_id, position, data)
-  SELECT queue.id, queue.last_position - $4::bigint + e.n, e.data
-  FROM queue,
-       jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e (data, n)
-  ORDER BY e.n
-  RETURNING id, position
-)
-SELECT id, position FROM inserted
-UNION ALL
-SELECT NULL, NULL
-WHERE NOT EXISTS (SELECT 1 FROM pgjobq.queues WHERE name = $1)
-)sql"};
-
-// $1 queue name. Creates the queue and its progress row if missing (waiting
-// for a concurrent creator to finish). Inside the caller's transaction, so
-// a rollback takes the new queue with it.
-inline constexpr pg::Statement kCreateQueue{"pgjobq_create_queue", R"sql(
-WITH created AS (
-  INSERT INTO pgjobq.queues (name) VALUES ($1)
-  ON CONFLICT (name) DO NOTHING
-  RETURNING id
-)
-INSERT INTO pgjobq.queue_progress (queue_id)
-SELECT id FROM created
-RETURNING queue_id
+SELECT job_id, job_position
+FROM pgjobq.insert_jobs($1, $2::bigint, $3::jsonb, $4::bigint)
 )sql"};
 
 // ------------------------------------------------------------ reading jobs
@@ -146,6 +105,13 @@ SELECT job.state, EXISTS (SELECT 1 FROM cancelled) FROM job
 
 // ----------------------------------------------------------------- worker
 //
+// These run as prepared statements, so PostgreSQL soon plans them once,
+// generically, without knowing how many jobs a call touches. Each therefore
+// names the rows it changes as `id = ANY (ARRAY(...))`, which a generic plan
+// turns into primary-key lookups; a join against jsonb_to_recordset or a
+// CTE alone was planned as a scan of the queue or the table, and slowed as
+// the backlog or the table grew.
+//
 // Only the worker holding a queue's advisory lock runs these for that
 // queue. Every change to a claimed job is fenced by (state, attempts): if
 // the job is no longer the attempt this worker claimed, nothing happens and
@@ -212,10 +178,10 @@ WITH head AS (
   UPDATE pgjobq.jobs j
   SET state = 'running', attempts = j.attempts + 1,
       started_at = clock_timestamp()
-  FROM head h
-  WHERE j.id = h.id
-    AND h.position < coalesce((SELECT position FROM spent),
-                              9223372036854775807)
+  WHERE j.id = ANY (ARRAY(
+    SELECT h.id FROM head h
+    WHERE h.position < coalesce((SELECT position FROM spent),
+                                9223372036854775807)))
   RETURNING j.id, j.position, j.attempts, j.data
 )
 SELECT id, position, attempts, data, false AS spent FROM claimed
@@ -247,6 +213,8 @@ WITH done AS (
        AS c (id bigint, attempt int, state text, result jsonb, error text)
   WHERE j.id = c.id AND j.queue_id = $1 AND j.attempts = c.attempt
     AND j.state IN ('running', 'pending')
+    AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint
+                          FROM jsonb_array_elements($2::jsonb) e))
   RETURNING j.id, j.position, j.state
 ), progress AS (
   UPDATE pgjobq.queue_progress p
@@ -273,6 +241,8 @@ WITH moving AS (
   JOIN jsonb_to_recordset($2::jsonb) AS c (id bigint, attempt int)
     ON c.id = j.id
   WHERE j.queue_id = $1 AND j.state = 'running' AND j.attempts = c.attempt
+    AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint
+                          FROM jsonb_array_elements($2::jsonb) e))
 ), queue AS (
   UPDATE pgjobq.queues q
   SET last_position = q.last_position + (SELECT count(*) FROM moving)
@@ -283,7 +253,7 @@ WITH moving AS (
   SET position = queue.last_position - (SELECT count(*) FROM moving) + m.n,
       state = 'pending', attempts = 0, started_at = NULL
   FROM moving m, queue
-  WHERE j.id = m.id
+  WHERE j.id = m.id AND j.id = ANY (ARRAY(SELECT id FROM moving))
   RETURNING j.id, m.old_position
 ), progress AS (
   UPDATE pgjobq.queue_progress p
@@ -310,6 +280,8 @@ FROM jsonb_to_recordset($2::jsonb)
      AS c (id bigint, attempt int, error text, uncount boolean)
 WHERE j.id = c.id AND j.queue_id = $1 AND j.state = 'running'
   AND j.attempts = c.attempt
+  AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint
+                        FROM jsonb_array_elements($2::jsonb) e))
 RETURNING j.id
 )sql"};
 
