@@ -1,20 +1,19 @@
 // migrate, status, prune: the operator's commands.
 
+#include "cli/admin_commands.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
-#include "cli/commands.h"
+#include "cli/json_input.h"
 #include "pgjobq/admin.h"
 #include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
 
 namespace pgjobq::cli {
-namespace {
 
 int migrate_command(const Connections& c) {
   PgConnPtr db = connect(c);
@@ -29,10 +28,7 @@ int migrate_command(const Connections& c) {
   return kExitOk;
 }
 
-struct StatusArgs {
-  std::string queue;
-  bool json = false;
-};
+namespace {
 
 std::string pad_left(const std::string& text, std::size_t width) {
   return std::string(width > text.size() ? width - text.size() : 0, ' ') + text;
@@ -74,6 +70,8 @@ void print_table(const std::vector<QueueStatus>& rows) {
   if (cells.empty()) print_line("(no queues yet)");
 }
 
+}  // namespace
+
 int status_command(const Connections& c, const StatusArgs& a) {
   std::optional<std::string_view> queue;
   if (!a.queue.empty()) {
@@ -92,23 +90,24 @@ int status_command(const Connections& c, const StatusArgs& a) {
     print_table(rows);
     return kExitOk;
   }
-  nlohmann::ordered_json out = nlohmann::ordered_json::array();
-  for (const QueueStatus& s : rows) {
-    nlohmann::ordered_json row;
-    row["queue"] = s.queue;
-    row["pending"] = s.pending;
-    row["running"] = s.running;
-    row["completed"] = s.completed;
-    row["failed"] = s.failed;
-    row["cancelled"] = s.cancelled;
-    row["oldest_pending_age_seconds"] =
-        s.oldest_pending_age
-            ? nlohmann::ordered_json(
-                  static_cast<double>(s.oldest_pending_age->count()) / 1e6)
-            : nlohmann::ordered_json();
-    out.push_back(std::move(row));
+  std::string out = "[";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const QueueStatus& q = rows[i];
+    nlohmann::json age;
+    if (q.oldest_pending_age) {
+      age = static_cast<double>(q.oldest_pending_age->count()) / 1e6;
+    }
+    out += i == 0 ? "\n  " : ",\n  ";
+    out += pretty_object({{"queue", q.queue},
+                          {"pending", q.pending},
+                          {"running", q.running},
+                          {"completed", q.completed},
+                          {"failed", q.failed},
+                          {"cancelled", q.cancelled},
+                          {"oldest_pending_age_seconds", age}},
+                         2);
   }
-  print_line(out.dump(2));
+  print_line(out + (rows.empty() ? "]" : "\n]"));
   return kExitOk;
 }
 
@@ -140,58 +139,6 @@ int prune_command(const Connections& c, const std::string& older_than_text) {
   }
   print_line(std::to_string(deleted));
   return kExitOk;
-}
-
-}  // namespace
-
-void add_admin_commands(CLI::App& app, const Connections& connections,
-                        Commands& commands) {
-  {
-    CLI::App* sub = app.add_subcommand(
-        "migrate", "Create or upgrade pgjobq's schema in the database");
-    sub->footer(
-        "Creates the `pgjobq` schema, or applies the migrations it lacks.\n"
-        "Safe to run again, and from several machines at once.\n"
-        "\n"
-        "Example:\n  pgjobq migrate --db postgresql://app@db.internal/app");
-    commands.push_back(
-        {sub, [&connections] { return migrate_command(connections); }});
-  }
-  {
-    auto a = std::make_shared<StatusArgs>();
-    CLI::App* sub = app.add_subcommand(
-        "status", "Show each queue's jobs by state, and its oldest pending");
-    sub->footer(
-        "Per queue: pending, running, completed, failed and cancelled jobs\n"
-        "(finished ones until pruned) and the age of the oldest pending job.\n"
-        "A table, or a JSON array with --json (oldest_pending_age_seconds is\n"
-        "null when nothing is pending).\n"
-        "\n"
-        "Examples:\n  pgjobq status\n  pgjobq status mail --json");
-    sub->add_option("QUEUE", a->queue, "Only this queue");
-    sub->add_flag("--json", a->json, "Print JSON instead of a table");
-    commands.push_back(
-        {sub, [&connections, a] { return status_command(connections, *a); }});
-  }
-  {
-    auto older_than = std::make_shared<std::string>("7d");
-    CLI::App* sub = app.add_subcommand(
-        "prune", "Delete finished jobs older than a duration");
-    sub->footer(
-        "Deletes completed, failed and cancelled jobs that finished more\n"
-        "than DURATION ago, in batches of small transactions. Prints how\n"
-        "many; shows progress on stderr when it is a terminal.\n"
-        "\n"
-        "Examples:\n  pgjobq prune --older-than 7d\n"
-        "  pgjobq prune --older-than 15m");
-    sub->add_option("--older-than", *older_than,
-                    "A number with a unit: us, ms, s, m, h, d or w (30s, 15m, "
-                    "7d)")
-        ->capture_default_str();
-    commands.push_back({sub, [&connections, older_than] {
-                          return prune_command(connections, *older_than);
-                        }});
-  }
 }
 
 }  // namespace pgjobq::cli

@@ -9,7 +9,6 @@
 #include <limits>
 
 #include "pgjobq/errors.h"
-#include "pgjobq/worker.h"
 
 namespace pgjobq::cli {
 namespace {

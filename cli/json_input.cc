@@ -139,4 +139,28 @@ nlohmann::json json_argument(std::string_view argument, std::string_view what,
   return parse_json(argument, what, max_bytes);
 }
 
+std::string pretty_object(
+    const std::vector<std::pair<std::string, nlohmann::json>>& fields,
+    int indent) {
+  if (fields.empty()) return "{}";
+  std::string inner(static_cast<std::size_t>(indent) + 2, ' ');
+  std::string out = "{";
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    std::string value = fields[i].second.dump(
+        2, ' ', false, nlohmann::json::error_handler_t::replace);
+    // Nested lines move right with the key.
+    for (std::size_t at = value.find('\n'); at != std::string::npos;
+         at = value.find('\n', at + 1)) {
+      value.insert(at + 1, inner);
+    }
+    out += i == 0 ? "\n" : ",\n";
+    out += inner + compact(fields[i].first) + ": " + value;
+  }
+  return out + "\n" + std::string(static_cast<std::size_t>(indent), ' ') + "}";
+}
+
+std::string compact(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace pgjobq::cli

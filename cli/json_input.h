@@ -1,13 +1,16 @@
 #pragma once
 
-// JSON that comes from outside: command-line arguments, stdin, a command's
-// stdout. Checked here, with messages that say what was wrong, before the
-// library (which checks again) ever sees it.
+// JSON in and out. What comes from outside (command-line arguments, stdin,
+// a command's stdout) is checked here, with messages that say what was
+// wrong, before the library (which checks again) ever sees it; what we
+// print is written here.
 
 #include <cstddef>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace pgjobq::cli {
 
@@ -31,5 +34,15 @@ std::string read_stdin(std::size_t max_bytes);
 // Reads a JSON argument: "-" means standard input.
 nlohmann::json json_argument(std::string_view argument, std::string_view what,
                              std::size_t max_bytes);
+
+// A JSON object for people: keys in the order given (not sorted), two
+// spaces per level, every line after the first indented by `indent` more.
+// Invalid UTF-8 in strings is replaced, never thrown on.
+std::string pretty_object(
+    const std::vector<std::pair<std::string, nlohmann::json>>& fields,
+    int indent = 0);
+
+// Compact JSON on one line; invalid UTF-8 replaced.
+std::string compact(const nlohmann::json& value);
 
 }  // namespace pgjobq::cli

@@ -1,6 +1,8 @@
 // `pgjobq work QUEUE... -- CMD [ARG...]`: a Worker whose handler runs a
 // command per job, and the signal handling a supervised process needs.
 
+#include "cli/work_command.h"
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,11 +12,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
-#include <memory>
 #include <thread>
 
 #include "cli/command_runner.h"
-#include "cli/commands.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/log.h"
 #include "pgjobq/worker.h"
@@ -23,15 +23,6 @@ namespace pgjobq::cli {
 namespace {
 
 using std::chrono::milliseconds;
-
-struct WorkArgs {
-  std::vector<std::string> queues;
-  std::string poll_interval = "120";
-  std::string on_error = "crash";
-  int max_attempts = 25;
-  std::string job_timeout;
-  std::string retry_delay = "1";
-};
 
 // SIGTERM and SIGINT are blocked in every thread and taken by one thread
 // with sigwait, where it is safe to call Worker::stop(). SIGUSR1 (from
@@ -144,6 +135,8 @@ class LoggingHandler {
   CommandRunner& runner_;
 };
 
+}  // namespace
+
 int work_command(const Connections& c, const WorkArgs& a,
                  const std::vector<std::string>& command) {
   if (command.empty()) {
@@ -185,8 +178,6 @@ int work_command(const Connections& c, const WorkArgs& a,
   return kExitOk;
 }
 
-}  // namespace
-
 std::vector<std::string> split_command(const std::vector<std::string>& args,
                                        std::vector<std::string>& command,
                                        bool& had_separator) {
@@ -214,61 +205,6 @@ std::vector<std::string> split_command(const std::vector<std::string>& args,
   had_separator = true;
   command.assign(separator + 1, args.end());
   return std::vector<std::string>(args.begin(), separator);
-}
-
-void add_work_command(CLI::App& app, const Connections& connections,
-                      const std::vector<std::string>& command,
-                      Commands& commands) {
-  auto a = std::make_shared<WorkArgs>();
-  CLI::App* sub =
-      app.add_subcommand("work", "Serve queues: run a command once per job");
-  sub->footer(
-      "Usage: pgjobq work [OPTIONS] QUEUE... -- CMD [ARG...]\n"
-      "\n"
-      "Runs each queue's jobs one at a time in FIFO order, the queues side\n"
-      "by side. CMD gets the job's data JSON on stdin and PGJOBQ_JOB_ID,\n"
-      "PGJOBQ_QUEUE and PGJOBQ_ATTEMPT in its environment; it runs in a\n"
-      "process group of its own, and its stderr goes to the worker's.\n"
-      "  exit 0    completes the job; stdout is its result JSON (empty: null)\n"
-      "  exit 75   sends the job to the back of its queue\n"
-      "  other     an error (see --on-error), as is stdout that is not JSON\n"
-      "            or larger than 1 MiB\n"
-      "SIGTERM or SIGINT lets the running jobs finish, then exits 0; a\n"
-      "second one kills them and exits at once. Under --on-error crash the\n"
-      "worker exits 1 after recording the error, for its supervisor to\n"
-      "restart it.\n"
-      "\n"
-      "Examples:\n"
-      "  pgjobq work mail -- ./send-mail.sh\n"
-      "  pgjobq work thumbs:0 thumbs:1 --job-timeout 5m --on-error retry \\\n"
-      "      -- python3 make_thumbnail.py --size 128");
-  sub->add_option("QUEUE", a->queues, "The queues to serve")->required();
-  sub->add_option("--poll-interval", a->poll_interval,
-                  "Look for jobs this often when no wake-up comes over Redis "
-                  "(seconds, or a duration such as 30s, 5m)")
-      ->capture_default_str();
-  sub->add_option("--on-error", a->on_error,
-                  "crash: record the error on the job and exit non-zero (a "
-                  "supervisor restarts the worker, which runs the job "
-                  "again); retry: record it, back off, run the job again")
-      ->check(CLI::IsMember({"crash", "retry"}))
-      ->capture_default_str();
-  sub->add_option("--max-attempts", a->max_attempts,
-                  "A job already started this many times is marked failed "
-                  "instead of run again (under either policy)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  sub->add_option("--job-timeout", a->job_timeout,
-                  "Kill a command running longer than this (its whole "
-                  "process group) and count it as an error (seconds, or a "
-                  "duration such as 90s, 10m; default: no limit)");
-  sub->add_option("--retry-delay", a->retry_delay,
-                  "With --on-error retry: the first back-off, doubling per "
-                  "attempt up to a minute")
-      ->capture_default_str();
-  commands.push_back({sub, [&connections, &command, a] {
-                        return work_command(connections, *a, command);
-                      }});
 }
 
 }  // namespace pgjobq::cli

@@ -12,10 +12,10 @@
 #include <thread>
 
 #include "cli/command_runner.h"
-#include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/json_input.h"
 #include "cli/subprocess.h"
+#include "cli/work_command.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/errors.h"
 

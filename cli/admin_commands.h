@@ -1,0 +1,26 @@
+#pragma once
+
+// migrate, status, prune: the operator's commands. Each returns its exit
+// code or throws (see exit_code_for).
+
+#include <string>
+
+#include "cli/common.h"
+
+namespace pgjobq::cli {
+
+int migrate_command(const Connections& c);
+
+struct StatusArgs {
+  std::string queue;  // empty: every queue
+  bool json = false;
+};
+
+// A table per queue, or a JSON array of objects with --json.
+int status_command(const Connections& c, const StatusArgs& a);
+
+// Deletes finished jobs older than `older_than` (a duration with a unit);
+// progress on stderr when it is a terminal; prints how many.
+int prune_command(const Connections& c, const std::string& older_than);
+
+}  // namespace pgjobq::cli

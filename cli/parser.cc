@@ -1,0 +1,323 @@
+// The command line's grammar: every command, its options, its help.
+
+#include "cli/parser.h"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+
+#include "cli/admin_commands.h"
+#include "cli/job_commands.h"
+#include "cli/work_command.h"
+
+namespace pgjobq::cli {
+namespace {
+
+constexpr const char* kFooter =
+    "Connections: --db, else DATABASE_URL, else libpq's PG* variables;\n"
+    "--redis, else REDIS_URL, else redis://127.0.0.1:6379. Passwords are\n"
+    "never printed.\n"
+    "\n"
+    "Exit codes: 0 success, 1 error (servers unreachable, bad data), 2 usage\n"
+    "error, 3 queue full, 4 timeout, 5 job failed or cancelled, 6 no such "
+    "job.\n"
+    "\n"
+    "Example:\n"
+    "  export DATABASE_URL=postgresql://app@localhost/app\n"
+    "  pgjobq migrate\n"
+    "  pgjobq work mail -- ./send-mail.sh &\n"
+    "  pgjobq enqueue mail '{\"to\": \"ada@example.com\"}' --wait\n"
+    "\n"
+    "Run pgjobq COMMAND --help for a command's options and examples.";
+
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+using Commands = std::vector<Command>;
+using ConnectionsPtr = std::shared_ptr<Connections>;
+
+CLI::App* subcommand(CLI::App& app, const char* name, const char* summary,
+                     const char* details) {
+  CLI::App* sub = app.add_subcommand(name, summary);
+  sub->footer(details);
+  return sub;
+}
+
+void add_job_commands(CLI::App& app, const ConnectionsPtr& c,
+                      Commands& commands) {
+  {
+    auto a = std::make_shared<EnqueueArgs>();
+    CLI::App* sub = subcommand(
+        app, "enqueue", "Enqueue one job and wake the queue's worker",
+        "Prints the job id; with --wait, then the job's result JSON. Exit 3\n"
+        "if the queue is full (nothing is enqueued), with --wait 4 on timeout\n"
+        "and 5 if the job failed. If Redis is down the job is still enqueued\n"
+        "(exit 0, a warning on stderr): the worker finds it by polling.\n"
+        "\n"
+        "Examples:\n"
+        "  pgjobq enqueue mail '{\"to\": \"ada@example.com\"}'\n"
+        "  echo '{\"to\": \"ada@example.com\"}' | pgjobq enqueue mail -\n"
+        "  pgjobq enqueue thumbs '{\"image\": 7}' --limit 100 --wait "
+        "--timeout 30s");
+    sub->add_option("QUEUE", a->queue,
+                    "Queue name: 1-128 letters, digits and _ - . : /")
+        ->required();
+    sub->add_option("JSON", a->json,
+                    "The job's data as JSON, or - to read it from stdin "
+                    "(default: null)")
+        ->each([a](const std::string&) { a->has_json = true; });
+    sub->add_option("--limit", a->limit,
+                    "Refuse (exit 3) when the queue already holds this many "
+                    "unfinished jobs")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    CLI::Option* wait = sub->add_flag(
+        "--wait", a->wait, "Wait for the job to finish and print its result");
+    sub->add_option("--timeout", a->timeout,
+                    "With --wait: give up after this long (exit 4); seconds "
+                    "or a duration such as 500ms, 2m (default: no limit)")
+        ->needs(wait);
+    commands.push_back({sub, [c, a] { return enqueue_command(*c, *a); }});
+  }
+  {
+    auto id = std::make_shared<std::string>();
+    auto timeout = std::make_shared<std::string>();
+    CLI::App* sub = subcommand(
+        app, "wait", "Wait for a job to finish and print its result JSON",
+        "Exit 4 on timeout, 5 if the job failed or was cancelled, 6 if there\n"
+        "is no such job.\n"
+        "\n"
+        "Example:\n  pgjobq wait 42 --timeout 10s");
+    sub->add_option("ID", *id, "The job id")->required();
+    sub->add_option("--timeout", *timeout,
+                    "Give up after this long (exit 4); seconds or a duration "
+                    "such as 500ms, 2m (default: no limit)");
+    commands.push_back(
+        {sub, [c, id, timeout] { return wait_command(*c, *id, *timeout); }});
+  }
+  {
+    auto id = std::make_shared<std::string>();
+    CLI::App* sub = subcommand(
+        app, "show", "Print one job as a JSON object",
+        "Keys: id queue state data result error attempts enqueued_at\n"
+        "started_at finished_at (null where unset; times ISO 8601 in UTC).\n"
+        "state is one of pending running completed failed cancelled.\n"
+        "Exit 6 if there is no such job.\n"
+        "\n"
+        "Example:\n  pgjobq show 42");
+    sub->add_option("ID", *id, "The job id")->required();
+    commands.push_back({sub, [c, id] { return show_command(*c, *id); }});
+  }
+  {
+    auto id = std::make_shared<std::string>();
+    CLI::App* sub = subcommand(
+        app, "reschedule", "Send a job to the back of its queue",
+        "Applies to pending, failed and cancelled jobs: the job becomes a\n"
+        "fresh pending job (attempts start again) behind every job now in\n"
+        "its queue, and the queue's worker is woken. Exit 6 if there is no\n"
+        "such job, 1 if it is running or completed.\n"
+        "\n"
+        "Example:\n  pgjobq reschedule 42");
+    sub->add_option("ID", *id, "The job id")->required();
+    commands.push_back({sub, [c, id] { return reschedule_command(*c, *id); }});
+  }
+  {
+    auto id = std::make_shared<std::string>();
+    CLI::App* sub = subcommand(
+        app, "cancel", "Cancel a pending job: it will never run",
+        "Its waiters are woken and see it cancelled (exit 5). Exit 6 if there\n"
+        "is no such job, 1 if it is no longer pending.\n"
+        "\n"
+        "Example:\n  pgjobq cancel 42");
+    sub->add_option("ID", *id, "The job id")->required();
+    commands.push_back({sub, [c, id] { return cancel_command(*c, *id); }});
+  }
+}
+
+void add_work_command(CLI::App& app, const ConnectionsPtr& c,
+                      const std::vector<std::string>& command,
+                      Commands& commands) {
+  auto a = std::make_shared<WorkArgs>();
+  CLI::App* sub =
+      app.add_subcommand("work", "Serve queues: run a command once per job");
+  sub->footer(
+      "Usage: pgjobq work [OPTIONS] QUEUE... -- CMD [ARG...]\n"
+      "\n"
+      "Runs each queue's jobs one at a time in FIFO order, the queues side\n"
+      "by side. CMD gets the job's data JSON on stdin and PGJOBQ_JOB_ID,\n"
+      "PGJOBQ_QUEUE and PGJOBQ_ATTEMPT in its environment; it runs in a\n"
+      "process group of its own, and its stderr goes to the worker's.\n"
+      "  exit 0    completes the job; stdout is its result JSON (empty: null)\n"
+      "  exit 75   sends the job to the back of its queue\n"
+      "  other     an error (see --on-error), as is stdout that is not JSON\n"
+      "            or larger than 1 MiB\n"
+      "SIGTERM or SIGINT lets the running jobs finish, then exits 0; a\n"
+      "second one kills them and exits at once. Under --on-error crash the\n"
+      "worker exits 1 after recording the error, for its supervisor to\n"
+      "restart it.\n"
+      "\n"
+      "Examples:\n"
+      "  pgjobq work mail -- ./send-mail.sh\n"
+      "  pgjobq work thumbs:0 thumbs:1 --job-timeout 5m --on-error retry \\\n"
+      "      -- python3 make_thumbnail.py --size 128");
+  sub->add_option("QUEUE", a->queues, "The queues to serve")->required();
+  sub->add_option("--poll-interval", a->poll_interval,
+                  "Look for jobs this often when no wake-up comes over Redis "
+                  "(seconds, or a duration such as 30s, 5m)")
+      ->capture_default_str();
+  sub->add_option("--on-error", a->on_error,
+                  "crash: record the error on the job and exit non-zero (a "
+                  "supervisor restarts the worker, which runs the job "
+                  "again); retry: record it, back off, run the job again")
+      ->check(CLI::IsMember({"crash", "retry"}))
+      ->capture_default_str();
+  sub->add_option("--max-attempts", a->max_attempts,
+                  "A job already started this many times is marked failed "
+                  "instead of run again (under either policy)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--job-timeout", a->job_timeout,
+                  "Kill a command running longer than this (its whole "
+                  "process group) and count it as an error (seconds, or a "
+                  "duration such as 90s, 10m; default: no limit)");
+  sub->add_option("--retry-delay", a->retry_delay,
+                  "With --on-error retry: the first back-off, doubling per "
+                  "attempt up to a minute")
+      ->capture_default_str();
+  commands.push_back(
+      {sub, [c, command, a] { return work_command(*c, *a, command); }});
+}
+
+void add_admin_commands(CLI::App& app, const ConnectionsPtr& c,
+                        Commands& commands) {
+  {
+    CLI::App* sub = app.add_subcommand(
+        "migrate", "Create or upgrade pgjobq's schema in the database");
+    sub->footer(
+        "Creates the `pgjobq` schema, or applies the migrations it lacks.\n"
+        "Safe to run again, and from several machines at once.\n"
+        "\n"
+        "Example:\n  pgjobq migrate --db postgresql://app@db.internal/app");
+    commands.push_back({sub, [c] { return migrate_command(*c); }});
+  }
+  {
+    auto a = std::make_shared<StatusArgs>();
+    CLI::App* sub = app.add_subcommand(
+        "status", "Show each queue's jobs by state, and its oldest pending");
+    sub->footer(
+        "Per queue: pending, running, completed, failed and cancelled jobs\n"
+        "(finished ones until pruned) and the age of the oldest pending job.\n"
+        "A table, or a JSON array with --json (oldest_pending_age_seconds is\n"
+        "null when nothing is pending).\n"
+        "\n"
+        "Examples:\n  pgjobq status\n  pgjobq status mail --json");
+    sub->add_option("QUEUE", a->queue, "Only this queue");
+    sub->add_flag("--json", a->json, "Print JSON instead of a table");
+    commands.push_back({sub, [c, a] { return status_command(*c, *a); }});
+  }
+  {
+    auto older_than = std::make_shared<std::string>("7d");
+    CLI::App* sub = app.add_subcommand(
+        "prune", "Delete finished jobs older than a duration");
+    sub->footer(
+        "Deletes completed, failed and cancelled jobs that finished more\n"
+        "than DURATION ago, in batches of small transactions. Prints how\n"
+        "many; shows progress on stderr when it is a terminal.\n"
+        "\n"
+        "Examples:\n  pgjobq prune --older-than 7d\n"
+        "  pgjobq prune --older-than 15m");
+    sub->add_option("--older-than", *older_than,
+                    "A number with a unit: us, ms, s, m, h, d or w (30s, 15m, "
+                    "7d)")
+        ->capture_default_str();
+    commands.push_back(
+        {sub, [c, older_than] { return prune_command(*c, *older_than); }});
+  }
+}
+
+// The first argument that is neither an option nor an option's value, if
+// it names no command: CLI11 calls an unknown command a missing one.
+std::string unknown_command(const std::vector<std::string>& args,
+                            const Commands& commands) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--db" || args[i] == "--redis") {
+      ++i;
+      continue;
+    }
+    if (args[i].starts_with("-")) continue;
+    for (const Command& c : commands) {
+      if (args[i] == c.app->get_name()) return "";
+    }
+    return args[i];
+  }
+  return "";
+}
+
+}  // namespace
+
+Parsed parse_command_line(const std::vector<std::string>& args,
+                          const std::vector<std::string>& work_command,
+                          bool had_separator) {
+  CLI::App app(
+      "pgjobq: a job queue in PostgreSQL, woken over Redis. Jobs are JSON, "
+      "enqueued in transactions, run one at a time per queue in commit "
+      "order.",
+      "pgjobq");
+  app.fallthrough();
+  app.require_subcommand(1);
+  app.footer(kFooter);
+  app.set_version_flag("--version", PGJOBQ_VERSION);
+  Parsed out;
+  out.connections = std::make_shared<Connections>();
+  app.add_option("--db", out.connections->db_url,
+                 "PostgreSQL URL or key=value string (default: DATABASE_URL, "
+                 "else libpq's PG* variables)");
+  app.add_option("--redis", out.connections->redis_url,
+                 "Redis URL: redis://[:password@]host[:port][/db] or "
+                 "unix:///path/redis.sock (default: REDIS_URL, else "
+                 "redis://127.0.0.1:6379)");
+  Commands commands;
+  add_job_commands(app, out.connections, commands);
+  add_work_command(app, out.connections, work_command, commands);
+  add_admin_commands(app, out.connections, commands);
+
+  auto chosen = [&]() -> const Command* {
+    for (const Command& c : commands) {
+      if (c.app->parsed()) return &c;
+    }
+    return nullptr;
+  };
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());
+    app.parse(reversed);  // CLI11 takes the arguments last first
+    const Command* command = chosen();
+    if (had_separator && (!command || command->app->get_name() != "work")) {
+      throw CLI::ParseError("only `pgjobq work` takes -- CMD", kExitUsage);
+    }
+    out.command = command->app->get_name();
+    out.run = command->run;
+    return out;
+  } catch (const CLI::ParseError& e) {
+    out.finished = true;
+    if (e.get_exit_code() == 0) {  // --help, --version
+      out.exit_code = app.exit(e);
+      return out;
+    }
+    out.exit_code = kExitUsage;
+    const Command* command = chosen();
+    if (!command) {
+      if (std::string unknown = unknown_command(args, commands);
+          !unknown.empty()) {
+        out.usage_error =
+            "unknown command \"" + unknown + "\" (see pgjobq --help)";
+        return out;
+      }
+    }
+    out.usage_error =
+        std::string(e.what()) + " (see pgjobq " +
+        (command ? command->app->get_name() + " " : std::string()) + "--help)";
+    return out;
+  }
+}
+
+}  // namespace pgjobq::cli
