@@ -205,24 +205,32 @@ class Runner {
     }
     batch_.clear();
     done_.clear();
+    // The queue was found empty since the wake flag was last cleared: wait.
+    bool looked = false;
     while (true) {
       bool stopping = w_.stop.is_set();
       if (batch_.empty()) {
-        if (!done_.empty()) {
-          commit(s, /*claim_more=*/!stopping, /*in_transaction=*/false);
-          continue;
+        if (stopping) {
+          if (!done_.empty()) commit(s, false, false);
+          return;
         }
-        if (stopping) return;
-        // Clear, then look, then wait: a wake-up that arrives after the
-        // clear is kept, so none is lost.
-        w_.wakeups->clear(index_);
-        take(s.claim(cursor_, claim_limit(), options_.max_attempts));
-        if (batch_.empty()) {
-          w_.wakeups->wait(index_, w_.wakeups->subscribed()
-                                       ? options_.poll_interval
-                                       : std::min(options_.poll_interval,
-                                                  kPollWithoutRedis));
+        if (!looked) {
+          // Clear, then look, then wait: a wake-up that arrives after the
+          // clear is kept, so none is lost. Committing what is done and
+          // looking for more are one round trip.
+          w_.wakeups->clear(index_);
+          if (!done_.empty()) {
+            commit(s, /*claim_more=*/true, /*in_transaction=*/false);
+          } else {
+            take(s.claim(cursor_, claim_limit(), options_.max_attempts));
+          }
+          if (!batch_.empty()) continue;
         }
+        looked = false;
+        w_.wakeups->wait(
+            index_, w_.wakeups->subscribed()
+                        ? options_.poll_interval
+                        : std::min(options_.poll_interval, kPollWithoutRedis));
         continue;
       }
       if (stopping) {
@@ -265,8 +273,12 @@ class Runner {
               : Outcome{
                     Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
       if (options_.transactional) {
-        // The handler's transaction is open: commit it with the outcome.
-        commit(s, batch_.empty() && !w_.stop.is_set(), true);
+        // The handler's transaction is open: commit it with the outcome,
+        // and look for the next job in the same transaction.
+        bool look = batch_.empty() && !w_.stop.is_set();
+        if (look) w_.wakeups->clear(index_);
+        commit(s, look, true);
+        looked = look && batch_.empty();
       } else if (!batch_.empty() &&
                  (SteadyClock::now() - done_since_ >=
                       options_.max_commit_delay ||
