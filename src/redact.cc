@@ -19,7 +19,15 @@ std::string redact_userinfo(std::string url) {
   std::size_t at = url.rfind('@');
   if (at == std::string::npos || at < authority) return url;
   std::size_t colon = url.find(':', authority);
-  if (colon == std::string::npos || colon > at) return url;
+  if (colon == std::string::npos || colon > at) {
+    // redis://secret@host: without a ':', Redis URLs (and our parser,
+    // redis/url.cc) read the userinfo as a bare password.
+    if (at > authority &&
+        (url.starts_with("redis://") || url.starts_with("rediss://"))) {
+      return url.replace(authority, at - authority, kMask);
+    }
+    return url;
+  }
   return url.replace(colon + 1, at - colon - 1, kMask);
 }
 

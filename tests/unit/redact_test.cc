@@ -17,6 +17,16 @@ TEST(RedactTest, MasksThePasswordOfARedisUri) {
             "redis://worker:***@127.0.0.1");
 }
 
+// Found by tests/fuzz/fuzz_redis_url.cc: the Redis URL parser takes
+// redis://secret@host as a bare password, so redact() must mask it too.
+TEST(RedactTest, MasksTheBarePasswordOfARedisUri) {
+  EXPECT_EQ(redact("redis://topsecret@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0");
+  EXPECT_EQ(redact("rediss://topsecret@cache"), "rediss://***@cache");
+  // A PostgreSQL user name is no secret.
+  EXPECT_EQ(redact("postgresql://app@db/jobs"), "postgresql://app@db/jobs");
+}
+
 TEST(RedactTest, LeavesUrlsWithoutPasswordsAlone) {
   EXPECT_EQ(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
   EXPECT_EQ(redact("postgresql://app@db/jobs"), "postgresql://app@db/jobs");
