@@ -702,6 +702,14 @@ TEST_F(CliTest, UnreachablePostgresqlExits1WithoutThePassword) {
   }
 }
 
+TEST_F(CliTest, AWorkerExits1WhenPostgresqlIsUnreachable) {
+  ProcessResult r = pgjobq({"--db", kDeadPostgres, "--redis", kDeadRedis,
+                            "work", queue(), "--", "cat"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "pgjobq: error:")) << r.err;
+  EXPECT_FALSE(contains(r.err, kSecret)) << r.err;
+}
+
 TEST_F(CliTest, ABadRedisUrlIsAnErrorWithoutThePassword) {
   ProcessResult r =
       pgjobq({"--redis", std::string("http://:") + kSecret + "@127.0.0.1:1",
