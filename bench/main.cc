@@ -53,6 +53,7 @@ struct Config {
   int max_ahead = 16;
   int producers = 2;
   long history_jobs = 1000000;
+  long memory_jobs = 1000000;
   std::string rows;
 };
 
@@ -187,6 +188,7 @@ class Bench {
     if (wants("6")) row6();
     if (wants("7")) row7();
     if (wants("8")) row8();
+    if (wants("9")) row9();
     report_.seconds = seconds_since(start);
     report_.load_after = load_average();
     return std::move(report_);
@@ -208,7 +210,8 @@ class Bench {
                       {"latency_samples", c_.latency_samples},
                       {"shallow_producers", c_.producers},
                       {"shallow_max_ahead", c_.max_ahead},
-                      {"finished_jobs", c_.history_jobs}};
+                      {"finished_jobs", c_.history_jobs},
+                      {"memory_jobs", c_.memory_jobs}};
   }
 
   // Runs `body` to fill `rows` (added to the report in order); an error
@@ -489,6 +492,25 @@ class Bench {
     });
   }
 
+  // Issue 3: worker memory stays flat over a million jobs. The reference
+  // is the same process after the first tenth of them.
+  void row9() {
+    Row row{"9",
+            "worker resident memory after " + std::to_string(c_.memory_jobs) +
+                " jobs",
+            "MiB", "after the first tenth", Target::ratio_at_most(1.1)};
+    measure({row}, [&](std::vector<Row>& rows) {
+      settle();
+      progress("9 (worker memory): loading " + std::to_string(c_.memory_jobs) +
+               " jobs");
+      std::vector<double> rss = worker_memory(s_, "bench-9", c_.memory_jobs);
+      rows[0].pgjobq = rss.back();
+      rows[0].reference = rss.front();
+      rows[0].ratio = rss.back() / rss.front();
+      rows[0].detail["resident_mib_by_tenth"] = rss;
+    });
+  }
+
   // Before each measurement: a CHECKPOINT, so that the dirty pages and WAL
   // of the previous one are flushed before the clock starts, not during.
   void settle() {
@@ -530,8 +552,8 @@ int main(int argc, char** argv) {
   app.add_flag("--quick", c.quick,
                "a short run that checks everything works (numbers are rough)");
   app.add_option("--rows", c.rows,
-                 "comma-separated rows to run: 1,2,3a,3b,4,5,6,7,8 (default "
-                 "all)");
+                 "comma-separated rows to run: 1,2,3a,3b,4,5,6,7,8,9 "
+                 "(default all)");
   app.add_option("--pgjobq-cli", c.cli,
                  "the pgjobq binary for row 4 (default: the build tree's)");
   auto* rounds = app.add_option("--rounds", c.rounds, "rounds per row");
@@ -546,6 +568,8 @@ int main(int argc, char** argv) {
                                  "jobs timed in rows 6 and 7");
   auto* history = app.add_option("--finished-jobs", c.history_jobs,
                                  "finished jobs loaded for row 8");
+  auto* memory = app.add_option("--memory-jobs", c.memory_jobs,
+                                "jobs the worker runs through in row 9");
   app.add_option("--producers", c.producers,
                  "row 3a: connections enqueueing one job per transaction");
   app.add_option("--max-ahead", c.max_ahead,
@@ -565,6 +589,7 @@ int main(int argc, char** argv) {
     if (queue_jobs->count() == 0) c.queue_jobs = 40;
     if (samples->count() == 0) c.latency_samples = 20;
     if (history->count() == 0) c.history_jobs = 20000;
+    if (memory->count() == 0) c.memory_jobs = 20000;
   }
   c.deep_rounds = std::min(c.rounds, c.deep_rounds);
   pgjobq::set_log_sink([](pgjobq::LogLevel level, std::string_view text) {

@@ -45,6 +45,8 @@ std::string describe(const Target& t) {
       return "";
     case Target::Kind::ratio_at_least:
       return "ratio >= " + format_number(t.value);
+    case Target::Kind::ratio_at_most:
+      return "ratio <= " + format_number(t.value);
     case Target::Kind::value_below:
       return "< " + format_number(t.value) + " ms";
   }
@@ -68,6 +70,9 @@ std::optional<bool> Row::met() const {
     case Target::Kind::ratio_at_least:
       if (!ratio) return std::nullopt;
       return *ratio >= target.value;
+    case Target::Kind::ratio_at_most:
+      if (!ratio) return std::nullopt;
+      return *ratio <= target.value;
     case Target::Kind::value_below:
       if (!pgjobq) return std::nullopt;
       return *pgjobq < target.value;

@@ -14,12 +14,13 @@ namespace pgjobq::bench {
 
 // What a row is held to.
 struct Target {
-  enum class Kind { none, ratio_at_least, value_below };
+  enum class Kind { none, ratio_at_least, ratio_at_most, value_below };
   Kind kind = Kind::none;
   double value = 0;
 
   static Target none() { return {}; }
   static Target ratio_at_least(double v) { return {Kind::ratio_at_least, v}; }
+  static Target ratio_at_most(double v) { return {Kind::ratio_at_most, v}; }
   static Target value_below(double v) { return {Kind::value_below, v}; }
 };
 

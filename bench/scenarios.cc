@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -485,6 +486,52 @@ LatencySamples result_latency(const Servers& s, const std::string& queue,
   }
   worker.stop();
   return out;
+}
+
+namespace {
+
+// VmRSS of this process in MiB, from /proc/self/status.
+double resident_mib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::stod(line.substr(6)) / 1024.0;  // kB
+    }
+  }
+  throw std::runtime_error("no VmRSS in /proc/self/status");
+}
+
+}  // namespace
+
+std::vector<double> worker_memory(const Servers& s, const std::string& queue,
+                                  long jobs) {
+  {
+    PgConnPtr db = connect_database(s.db_url);
+    // Through pgjobq.insert_jobs, but built server-side, in chunks.
+    constexpr long kChunk = 100000;
+    for (long done = 0; done < jobs; done += kChunk) {
+      std::string n = std::to_string(std::min(kChunk, jobs - done));
+      exec(db.get(),
+           "SELECT count(*) FROM pgjobq.insert_jobs($1, 9223372036854775807, "
+           "(SELECT jsonb_agg($2::jsonb) FROM generate_series(1, $3::int)), "
+           "$3::bigint)",
+           {queue, payload_text(), n});
+    }
+  }
+  Probe probe;
+  BenchWorker worker(s, {queue}, probe);
+  std::vector<double> samples;
+  for (int tenth = 1; tenth <= 10; ++tenth) {
+    if (!probe.wait_handled(jobs * tenth / 10, std::chrono::minutes(10))) {
+      throw std::runtime_error("worker stalled at " +
+                               std::to_string(probe.handled()) + " jobs");
+    }
+    samples.push_back(resident_mib());
+    progress("9: " + std::to_string(probe.handled()) + " jobs, " +
+             std::to_string(std::lround(samples.back())) + " MiB resident");
+  }
+  worker.stop();
+  return samples;
 }
 
 void load_finished_jobs(const Servers& s, const std::string& queue,

@@ -70,6 +70,13 @@ LatencySamples handler_start_latency(const Servers& s, const std::string& queue,
 LatencySamples result_latency(const Servers& s, const std::string& queue,
                               int samples);
 
+// The resident memory (MiB) of this process, sampled while one Worker with
+// a no-op handler runs through `jobs` jobs: after each tenth of them.
+// The jobs are loaded server-side first, so nothing else in the process
+// grows meanwhile.
+std::vector<double> worker_memory(const Servers& s, const std::string& queue,
+                                  long jobs);
+
 // Loads `count` completed jobs into `queue` (which must not exist yet)
 // directly with SQL, as if a worker had run them, then VACUUM ANALYZE.
 void load_finished_jobs(const Servers& s, const std::string& queue, long count);

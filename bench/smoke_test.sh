@@ -37,7 +37,7 @@ grep -q 'progress\|round\|bench:' "$out/stderr" ||
 # Every row, each with a positive pgjobq figure, reference and ratio (row
 # 4 may be skipped when there is no CLI binary).
 for row in 1 2 3a 3b 4 5a 5b '6 p50' '6 p99' '6 max' '7 p50' '7 p99' \
-    8/1 8/3a 8/3b; do
+    8/1 8/3a 8/3b 9; do
   line=$(grep -F "| $row | " "$out/table") || fail "row $row is missing"
   if [ "$row" = 4 ] && [ -z "$cli" ] && echo "$line" | grep -q skipped; then
     continue
@@ -46,7 +46,7 @@ for row in 1 2 3a 3b 4 5a 5b '6 p50' '6 p99' '6 max' '7 p50' '7 p99' \
   # Columns: | row | measures | pgjobq | ref measures | ref | ratio | ...
   IFS='|' read -r _ _ _ pgjobq _ ref ratio _ <<<"$line"
   for value in "$pgjobq" "$ref" "$ratio"; do
-    number=$(echo "$value" | tr -d ' ,' | sed 's/ms$//; s/jobs\/s$//')
+    number=$(echo "$value" | tr -d ' ,' | sed 's/ms$//; s/jobs\/s$//; s/MiB$//')
     [[ "$number" =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
       fail "row $row: \"$value\" is not a number"
     [[ "$number" =~ ^0(\.0+)?$ ]] && fail "row $row: a figure is zero"
