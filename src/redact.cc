@@ -33,6 +33,9 @@ std::string redact_userinfo(std::string url) {
 
 // Masks `password=VALUE` in a query string or a key=value conninfo.
 std::string redact_password_params(std::string text) {
+  // In a URI's query string only '&' ends a value: the Redis URL parser
+  // (redis/url.cc) and libpq take quotes, spaces and '#' literally there.
+  bool uri = text.find("://") != std::string::npos;
   std::size_t from = 0;
   while (true) {
     std::size_t key = text.find("password", from);
@@ -49,7 +52,9 @@ std::string redact_password_params(std::string text) {
     ++pos;
     while (pos < text.size() && text[pos] == ' ') ++pos;
     std::size_t end = pos;
-    if (end < text.size() && text[end] == '\'') {
+    if (uri) {
+      while (end < text.size() && text[end] != '&') ++end;
+    } else if (end < text.size() && text[end] == '\'') {
       // conninfo quoting: 'it''s' or 'with \' escapes'
       ++end;
       while (end < text.size() && text[end] != '\'') {

@@ -56,6 +56,20 @@ TEST(RedactTest, MasksPasswordParameters) {
             "unix:///run/redis.sock?db=2&password=***");
 }
 
+// Found by tests/fuzz/fuzz_redis_url.cc: the Redis URL parser takes a
+// query value up to the next '&', whatever it holds, so redact() must mask
+// all of it (it used to stop at '#' or a space, or read quotes).
+TEST(RedactTest, MasksAUriQueryPasswordUpToTheNextParameter) {
+  EXPECT_EQ(redact("unix:///run/redis.sock?password=#secret&db=2"),
+            "unix:///run/redis.sock?password=***&db=2");
+  EXPECT_EQ(redact("unix:///run/redis.sock?password=my secret"),
+            "unix:///run/redis.sock?password=***");
+  EXPECT_EQ(redact("unix:///s?password='a&password=b'c"),
+            "unix:///s?password=***&password=***");
+  EXPECT_EQ(redact("postgresql://db/jobs?password=a#b&sslmode=require"),
+            "postgresql://db/jobs?password=***&sslmode=require");
+}
+
 TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
   EXPECT_EQ(redact("host=db nopassword=x"), "host=db nopassword=x");
 }
