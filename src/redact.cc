@@ -31,11 +31,24 @@ std::string redact_userinfo(std::string url) {
   return url.replace(colon + 1, at - colon - 1, kMask);
 }
 
+// Whether `text` starts with "scheme://".
+bool starts_with_scheme(std::string_view text) {
+  std::size_t end = text.find("://");
+  if (end == std::string_view::npos || end == 0) return false;
+  for (char c : text.substr(0, end)) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 // Masks `password=VALUE` in a query string or a key=value conninfo.
 std::string redact_password_params(std::string text) {
   // In a URI's query string only '&' ends a value: the Redis URL parser
   // (redis/url.cc) and libpq take quotes, spaces and '#' literally there.
-  bool uri = text.find("://") != std::string::npos;
+  // (A conninfo string starts with a key, never with a scheme.)
+  bool uri = starts_with_scheme(text);
   std::size_t from = 0;
   while (true) {
     std::size_t key = text.find("password", from);

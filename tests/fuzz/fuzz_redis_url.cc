@@ -55,7 +55,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
     check(a.redacted == pgjobq::redact(input), "redacted is not redact()");
     // A password written once, and nowhere else in the URL.
     std::size_t at = input.find(a.password);
+    // (And no '*': the mask could write it back.)
     if (a.password.size() >= 6 && at != input.npos &&
+        a.password.find('*') == std::string::npos &&
         input.find(a.password, at + 1) == input.npos) {
       check(a.redacted.find(a.password) == std::string::npos,
             "the redacted URL holds the password");

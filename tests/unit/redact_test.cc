@@ -68,6 +68,9 @@ TEST(RedactTest, MasksAUriQueryPasswordUpToTheNextParameter) {
             "unix:///s?password=***&password=***");
   EXPECT_EQ(redact("postgresql://db/jobs?password=a#b&sslmode=require"),
             "postgresql://db/jobs?password=***&sslmode=require");
+  // A conninfo value that merely holds "://" keeps conninfo rules.
+  EXPECT_EQ(redact("host=db password='&x://y' dbname=jobs"),
+            "host=db password=*** dbname=jobs");
 }
 
 TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
