@@ -179,6 +179,9 @@ std::vector<std::string> secrets_in_url(std::string_view url) {
       std::size_t colon = url.find(':', authority);
       if (colon != std::string_view::npos && colon < at) {
         add_secret(out, url.substr(colon + 1, at - colon - 1));
+      } else if (url.starts_with("redis://") || url.starts_with("rediss://")) {
+        // redis://secret@host: a userinfo without ':' is a bare password.
+        add_secret(out, url.substr(authority, at - authority));
       }
     }
   }

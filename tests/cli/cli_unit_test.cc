@@ -209,6 +209,10 @@ TEST(CliSecrets, FindsPasswordsInEveryUrlForm) {
   EXPECT_TRUE(has(secrets_in_url("host=h password='p w3'"), "p w3"));
   EXPECT_TRUE(has(secrets_in_url("postgresql://h/db?password=pw4&x=1"), "pw4"));
   EXPECT_TRUE(has(secrets_in_url("redis://:pw5@127.0.0.1:6379/2"), "pw5"));
+  EXPECT_TRUE(has(secrets_in_url("redis://pw7@127.0.0.1:6379"), "pw7"));
+  EXPECT_TRUE(has(secrets_in_url("rediss://pw8@cache:6380"), "pw8"));
+  // A PostgreSQL user name is not a secret.
+  EXPECT_TRUE(secrets_in_url("postgresql://app@db/app").empty());
   EXPECT_TRUE(
       has(secrets_in_url("unix:///tmp/r.sock?db=1&password=pw6"), "pw6"));
   EXPECT_TRUE(secrets_in_url("postgresql://u@h/db").empty());
