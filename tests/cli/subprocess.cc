@@ -90,7 +90,10 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
+    // No destructor runs for a constructor that throws: clean up here.
     pid_ = -1;
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
     throw std::runtime_error("cannot start " + argv[0] + ": " +
                              std::generic_category().message(rc));
   }
