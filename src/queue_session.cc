@@ -33,6 +33,14 @@ std::vector<ClaimedJob> parse_claimed(const pg::Result& rows) {
   return jobs;
 }
 
+// Serializes outcomes for a statement parameter. Results were checked when
+// the handler returned and error texts made storable; replacing anything
+// else that is not UTF-8 keeps one bad string from failing a whole batch.
+std::string storable_json(const nlohmann::json& outcomes) {
+  return outcomes.dump(-1, ' ', false,
+                       nlohmann::json::error_handler_t::replace);
+}
+
 pg::Param claim_params_limit(int limit) {
   return pg::param(std::int64_t{limit});
 }
@@ -181,13 +189,13 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   int finish_at = -1, claim_at = -1;
   if (!finish.empty()) {
     finish_at = static_cast<int>(calls.size());
-    calls.push_back({&sql::kFinishJobs, {queue_id, finish.dump()}});
+    calls.push_back({&sql::kFinishJobs, {queue_id, storable_json(finish)}});
   }
   if (!requeue.empty()) {
-    calls.push_back({&sql::kRequeueJobs, {queue_id, requeue.dump()}});
+    calls.push_back({&sql::kRequeueJobs, {queue_id, storable_json(requeue)}});
   }
   if (!release.empty()) {
-    calls.push_back({&sql::kReleaseJobs, {queue_id, release.dump()}});
+    calls.push_back({&sql::kReleaseJobs, {queue_id, storable_json(release)}});
   }
   if (claim_limit > 0) {
     claim_at = static_cast<int>(calls.size());

@@ -1,5 +1,6 @@
 #include "validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -107,6 +108,48 @@ std::string serialize_payload(const nlohmann::json& data, std::size_t max_bytes,
         " bytes of JSON, more than the limit of " + std::to_string(max_bytes));
   }
   return text;
+}
+
+std::string storable_text(std::string_view text, std::size_t max_bytes) {
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+  constexpr std::string_view kTruncated = "...[truncated]";
+  std::string out;
+  std::size_t i = 0;
+  // Sanitize until the end, or until past the limit.
+  while (i < text.size() && out.size() <= max_bytes) {
+    auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = c < 0x80   ? 1
+                         : c < 0xC2 ? 0  // continuation or overlong lead
+                         : c < 0xE0 ? 2
+                         : c < 0xF0 ? 3
+                         : c < 0xF5 ? 4
+                                    : 0;
+    bool valid = length > 0 && i + length <= text.size() && c != 0;
+    std::uint32_t code = length == 1 ? c : c & (0x7Fu >> length);
+    for (std::size_t k = 1; valid && k < length; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      valid = (next & 0xC0) == 0x80;
+      code = (code << 6) | (next & 0x3Fu);
+    }
+    // No overlong forms, surrogates or code points past U+10FFFF.
+    valid = valid && !(length == 3 && code < 0x800) &&
+            !(length == 4 && (code < 0x10000 || code > 0x10FFFF)) &&
+            !(code >= 0xD800 && code <= 0xDFFF);
+    out += valid ? text.substr(i, length) : kReplacement;
+    i += valid ? length : 1;
+  }
+  if (out.size() <= max_bytes && i == text.size()) return out;
+  // Too long: keep whole characters up to the limit, less room for the mark.
+  bool marked = max_bytes > kTruncated.size();
+  std::size_t cut = marked ? max_bytes - kTruncated.size() : max_bytes;
+  // out[cut] is the first byte dropped; step back off continuation bytes
+  // so that no character is split.
+  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) {
+    --cut;
+  }
+  out.resize(cut);
+  if (marked) out += kTruncated;
+  return out;
 }
 
 }  // namespace pgjobq

@@ -14,4 +14,10 @@ namespace pgjobq {
 std::string serialize_payload(const nlohmann::json& data, std::size_t max_bytes,
                               std::string_view what);
 
+// `text` made storable as PostgreSQL text and JSON: invalid UTF-8 and NUL
+// characters become U+FFFD, and it is cut (at a character boundary, marked
+// "...[truncated]") to at most `max_bytes`. For error messages, which come
+// from handlers and may hold anything. Thread-safe.
+std::string storable_text(std::string_view text, std::size_t max_bytes);
+
 }  // namespace pgjobq

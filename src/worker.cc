@@ -50,6 +50,8 @@ constexpr milliseconds kFirstReconnect{100};
 constexpr milliseconds kMaxReconnect{5000};
 // While Redis is unreachable, look for work at least this often.
 constexpr milliseconds kPollWithoutRedis{1000};
+// A handler's error message is stored up to this size.
+constexpr std::size_t kMaxErrorBytes = 8192;
 
 void pause(const StopSignal& stop, milliseconds delay) {
   pollfd fd{stop.fd(), POLLIN, 0};
@@ -424,7 +426,9 @@ class Runner {
   }
 
   void handle_error(QueueSession& s, const ClaimedJob& job,
-                    const std::string& error) {
+                    const std::string& raw_error) {
+    // Handlers may throw anything: invalid UTF-8, NUL, megabytes.
+    std::string error = storable_text(raw_error, kMaxErrorBytes);
     log(LogLevel::error,
         queue_label(queue_) + ": " + describe(job) + " failed: " + error);
     add_done({Outcome::Kind::errored, job.id, job.attempt, nullptr, error});

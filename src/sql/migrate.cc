@@ -26,6 +26,8 @@ int migrate(PGconn* db) {
       // Concurrent migrators queue here; each then sees what the one before
       // it committed, so every migration runs exactly once.
       pg::exec(db, sql::kMigrationLock);
+      // "schema already exists, skipping" and the like are not news.
+      pg::exec_script(db, "SET LOCAL client_min_messages = warning");
       pg::exec_script(db, sql::kMigrationsTable.text);
       pg::Result rows = pg::exec(db, sql::kAppliedMigrations);
       std::set<std::int64_t> done;

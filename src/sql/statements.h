@@ -200,7 +200,10 @@ inline constexpr pg::Statement kFinishJobs{"pgjobq_finish_jobs", R"sql(
 WITH done AS (
   UPDATE pgjobq.jobs j
   SET state = c.state::pgjobq.job_state,
-      result = c.result,
+      -- jsonb_to_recordset reads a JSON null as SQL NULL; a completed job's
+      -- null result is stored as JSON null, so it reads back as a result.
+      result = CASE WHEN c.state = 'completed'
+                    THEN coalesce(c.result, 'null'::jsonb) END,
       -- A job given up on keeps the story: why, and its last error.
       error = CASE
         WHEN c.state = 'failed' THEN c.error || coalesce(

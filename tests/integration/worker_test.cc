@@ -694,3 +694,47 @@ TEST_F(WorkerTest, RedisDownAtStartIsNotAnError) {
 
 }  // namespace
 }  // namespace pgjobq
+
+namespace pgjobq {
+namespace {
+
+TEST_F(WorkerTest, HandlerErrorThatIsNotUtf8IsRecordedNotFatal) {
+  PgConnPtr conn = connect();
+  std::string q = queue("utf8");
+  JobId bad = enqueue(conn.get(), q, json("bad"));
+  JobId next = enqueue(conn.get(), q, json("next"));
+  auto o = options({q});
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 1;
+  BackgroundWorker worker(o, [](const JobContext& job) -> HandlerResult {
+    if (job.data == "bad") {
+      throw std::runtime_error(std::string("bad \xff byte and ") +
+                               std::string(20000, 'x'));
+    }
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({next}); }));
+  EXPECT_FALSE(worker.finished());
+  auto job = query_job(conn.get(), bad);
+  EXPECT_EQ(job->state, JobState::failed);
+  ASSERT_TRUE(job->error);
+  EXPECT_NE(job->error->find("bad \xef\xbf\xbd byte"), std::string::npos);
+  EXPECT_NE(job->error->find("[truncated]"), std::string::npos);
+  EXPECT_LT(job->error->size(), 9000u);
+}
+
+TEST_F(WorkerTest, ANullResultIsStoredAsJsonNull) {
+  PgConnPtr conn = connect();
+  std::string q = queue("null");
+  JobId id = enqueue(conn.get(), q, json(1));
+  BackgroundWorker worker(options({q}), [](const JobContext&) {
+    return HandlerResult::complete(nullptr);
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
+  auto job = query_job(conn.get(), id);
+  ASSERT_TRUE(job->result.has_value()) << "completed, with the result null";
+  EXPECT_TRUE(job->result->is_null());
+}
+
+}  // namespace
+}  // namespace pgjobq

@@ -77,3 +77,46 @@ TEST(PayloadTest, RefusesNanAndInfinity) {
 
 }  // namespace
 }  // namespace pgjobq
+
+namespace pgjobq {
+namespace {
+
+TEST(StorableTextTest, KeepsValidUtf8AsIs) {
+  std::string text = "plain, caf\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x98\x80";
+  EXPECT_EQ(storable_text(text, 100), text);
+}
+
+TEST(StorableTextTest, ReplacesInvalidBytesAndNul) {
+  EXPECT_EQ(storable_text(std::string("a\xff"
+                                      "b",
+                                      3),
+                          100),
+            "a\xef\xbf\xbd"
+            "b");
+  EXPECT_EQ(storable_text(std::string("a\0b", 3), 100),
+            "a\xef\xbf\xbd"
+            "b");
+  // Truncated sequence, overlong encoding, surrogate, beyond U+10FFFF.
+  for (std::string bad :
+       {std::string("\xe2\x82"), std::string("\xc0\xaf"),
+        std::string("\xe0\x80\xaf"), std::string("\xed\xa0\x80"),
+        std::string("\xf4\x90\x80\x80")}) {
+    std::string out = storable_text(bad, 100);
+    EXPECT_NE(out.find("\xef\xbf\xbd"), std::string::npos) << bad;
+    EXPECT_NO_THROW(nlohmann::json(out).dump()) << bad;
+  }
+}
+
+TEST(StorableTextTest, CutsLongTextAtACharacterBoundary) {
+  std::string euros;
+  for (int i = 0; i < 100; ++i) euros += "\xe2\x82\xac";  // 3 bytes each
+  std::string out = storable_text(euros, 50);
+  EXPECT_LE(out.size(), 50u);
+  EXPECT_TRUE(out.ends_with("...[truncated]"));
+  EXPECT_NO_THROW(nlohmann::json(out).dump());
+  EXPECT_EQ(storable_text("short", 5), "short");
+  EXPECT_EQ(storable_text("toolong", 5), "toolo") << "no room for the mark";
+}
+
+}  // namespace
+}  // namespace pgjobq
