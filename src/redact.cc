@@ -1,5 +1,8 @@
+#include <algorithm>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "pgjobq/connection.h"
 
@@ -8,27 +11,30 @@ namespace {
 
 constexpr std::string_view kMask = "***";
 
-// Masks the password in a URI's userinfo: scheme://user:PASSWORD@host.
-std::string redact_userinfo(std::string url) {
+// [begin, end) of the text to mask.
+using Range = std::pair<std::size_t, std::size_t>;
+
+// The password in a URI's userinfo: scheme://user:PASSWORD@host.
+void userinfo_password(std::string_view url, std::vector<Range>& out) {
   std::size_t scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return url;
+  if (scheme_end == std::string_view::npos) return;
   std::size_t authority = scheme_end + 3;
   // Passwords may hold unencoded '@', '/' or '?', so the userinfo is taken
   // to end at the last '@' anywhere. That can mask more than the password
   // (when a query also holds an '@'), never less.
   std::size_t at = url.rfind('@');
-  if (at == std::string::npos || at < authority) return url;
+  if (at == std::string_view::npos || at < authority) return;
   std::size_t colon = url.find(':', authority);
-  if (colon == std::string::npos || colon > at) {
+  if (colon == std::string_view::npos || colon > at) {
     // redis://secret@host: without a ':', Redis URLs (and our parser,
     // redis/url.cc) read the userinfo as a bare password.
     if (at > authority &&
         (url.starts_with("redis://") || url.starts_with("rediss://"))) {
-      return url.replace(authority, at - authority, kMask);
+      out.emplace_back(authority, at);
     }
-    return url;
+    return;
   }
-  return url.replace(colon + 1, at - colon - 1, kMask);
+  out.emplace_back(colon + 1, at);
 }
 
 // Whether `text` starts with "scheme://".
@@ -43,25 +49,20 @@ bool starts_with_scheme(std::string_view text) {
   return true;
 }
 
-// Masks `password=VALUE` in a query string or a key=value conninfo.
-std::string redact_password_params(std::string text) {
+// Every `password=VALUE` in a query string or a key=value conninfo.
+void password_parameters(std::string_view text, std::vector<Range>& out) {
   // In a URI's query string only '&' ends a value: the Redis URL parser
   // (redis/url.cc) and libpq take quotes, spaces and '#' literally there.
   // (A conninfo string starts with a key, never with a scheme.)
   bool uri = starts_with_scheme(text);
-  std::size_t from = 0;
-  while (true) {
-    std::size_t key = text.find("password", from);
-    if (key == std::string::npos) return text;
+  for (std::size_t key = text.find("password"); key != std::string_view::npos;
+       key = text.find("password", key + 1)) {
     std::size_t pos = key + 8;
     bool at_key_start = key == 0 || text[key - 1] == '?' ||
                         text[key - 1] == '&' || text[key - 1] == ' ' ||
                         text[key - 1] == '\t';
     while (pos < text.size() && text[pos] == ' ') ++pos;
-    if (!at_key_start || pos >= text.size() || text[pos] != '=') {
-      from = key + 1;
-      continue;
-    }
+    if (!at_key_start || pos >= text.size() || text[pos] != '=') continue;
     ++pos;
     while (pos < text.size() && text[pos] == ' ') ++pos;
     std::size_t end = pos;
@@ -81,15 +82,35 @@ std::string redact_password_params(std::string text) {
         ++end;
       }
     }
-    text.replace(pos, end - pos, kMask);
-    from = pos + kMask.size();
+    out.emplace_back(pos, std::min(end, text.size()));
   }
 }
 
 }  // namespace
 
 std::string redact(std::string_view url) {
-  return redact_password_params(redact_userinfo(std::string(url)));
+  // Both readings of the original text, masked together: one's mask never
+  // hides from the other what it has to find (a userinfo mask that ran over
+  // a later "password=" key used to leave that password in clear).
+  std::vector<Range> ranges;
+  userinfo_password(url, ranges);
+  password_parameters(url, ranges);
+  std::sort(ranges.begin(), ranges.end());
+  std::string out;
+  std::size_t copied = 0;  // url[0, copied) is dealt with
+  for (std::size_t i = 0; i < ranges.size();) {
+    std::size_t begin = ranges[i].first;
+    std::size_t end = ranges[i].second;
+    for (++i; i < ranges.size() && ranges[i].first <= end; ++i) {
+      end = std::max(end, ranges[i].second);
+    }
+    if (begin < copied) begin = copied;
+    out.append(url.substr(copied, begin - copied));
+    out.append(kMask);
+    copied = std::max(copied, end);
+  }
+  out.append(url.substr(std::min(copied, url.size())));
+  return out;
 }
 
 }  // namespace pgjobq

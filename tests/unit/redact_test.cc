@@ -68,6 +68,12 @@ TEST(RedactTest, MasksAUriQueryPasswordUpToTheNextParameter) {
             "unix:///s?password=***&password=***");
   EXPECT_EQ(redact("postgresql://db/jobs?password=a#b&sslmode=require"),
             "postgresql://db/jobs?password=***&sslmode=require");
+  // Found by the fuzzer too: a userinfo mask (from a ':' and an '@' in the
+  // query) that ran over a later password key left its value in clear.
+  EXPECT_EQ(redact("unix:///s.sock?user=a:b&password=p@ss"),
+            "unix:///s.sock?user=a:***");
+  EXPECT_EQ(redact("postgresql://db/jobs?user=a:b&password=p@ss&x=1"),
+            "postgresql://db/jobs?user=a:***&x=1");
   // A conninfo value that merely holds "://" keeps conninfo rules.
   EXPECT_EQ(redact("host=db password='&x://y' dbname=jobs"),
             "host=db password=*** dbname=jobs");
