@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake make pkg-config
+  g++ cmake make ninja-build pkg-config
   libpq-dev libhiredis-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev
   postgresql-15 redis-server
