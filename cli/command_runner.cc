@@ -3,9 +3,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,43 +70,116 @@ std::string signal_name(int sig) {
   return abbrev ? std::string("SIG") + abbrev : std::to_string(sig);
 }
 
-// posix_spawn's attributes and file actions, destroyed on every path.
-struct SpawnSetup {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  SpawnSetup(int stdin_fd, int stdout_fd) {
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_adddup2(&actions, stdin_fd, STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
-    // Whatever the worker's libraries opened without O_CLOEXEC (a Redis
-    // socket, say) is not the command's business.
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    // A process group of its own, every signal unblocked (the worker
-    // blocks SIGTERM and SIGINT in all its threads) and the ones the
-    // worker handles or ignores back to their defaults.
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-                                        POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    sigset_t defaults;
-    sigemptyset(&defaults);
-    for (int sig :
-         {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) {
-      sigaddset(&defaults, sig);
-    }
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-  }
-  ~SpawnSetup() {
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-  }
-  SpawnSetup(const SpawnSetup&) = delete;
-  SpawnSetup& operator=(const SpawnSetup&) = delete;
+// The command is started through a "keeper": a forked copy of the worker
+// that leads the command's process group, starts the command, waits for
+// it, and exits as it did. The keeper exists for one reason: when the
+// worker dies, even by SIGKILL, the kernel sends the keeper its parent-death
+// signal and the keeper kills the whole group, so no command outlives its
+// worker to run beside the job's next attempt on a standby. (The command's
+// own parent-death signal would reach only the command, not what it
+// started.)
+//
+// Between fork and exec only async-signal-safe calls are allowed (the
+// worker has other threads), so the keeper uses nothing else.
+//
+// Parent death means the death of the thread that forked: the worker's
+// runner thread, which waits in run() until the keeper has exited.
+constexpr int kKeeperDeathSignal = SIGUSR2;
+constexpr int kCommandSignals[] = {SIGPIPE, SIGINT,  SIGTERM, SIGHUP,
+                                   SIGQUIT, SIGUSR1, SIGUSR2};
+
+// What the child needs, built before the fork.
+struct Launch {
+  char* const* argv;
+  char* const* envp;
+  pid_t worker;
+  int stdin_fd;
+  int stdout_fd;
+  // Write end of a close-on-exec pipe: an errno written here means the
+  // command could not be started.
+  int error_fd;
 };
+
+void write_errno_and_exit(int error_fd, int error) {
+  [[maybe_unused]] ssize_t n = write(error_fd, &error, sizeof error);
+  _exit(127);
+}
+
+void kill_own_group(int) { kill(0, SIGKILL); }
+
+void set_disposition(int sig, void (*handler)(int)) {
+  struct sigaction action {};
+  action.sa_handler = handler;
+  sigemptyset(&action.sa_mask);
+  sigaction(sig, &action, nullptr);
+}
+
+[[noreturn]] void exec_command(const Launch& l) {
+  for (int sig : kCommandSignals) set_disposition(sig, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // dup2 onto itself would leave close-on-exec set.
+  if (l.stdin_fd == STDIN_FILENO) {
+    fcntl(l.stdin_fd, F_SETFD, 0);
+  } else if (dup2(l.stdin_fd, STDIN_FILENO) < 0) {
+    write_errno_and_exit(l.error_fd, errno);
+  }
+  if (l.stdout_fd == STDOUT_FILENO) {
+    fcntl(l.stdout_fd, F_SETFD, 0);
+  } else if (dup2(l.stdout_fd, STDOUT_FILENO) < 0) {
+    write_errno_and_exit(l.error_fd, errno);
+  }
+  // Whatever the worker's libraries opened without O_CLOEXEC (a Redis
+  // socket, say) is not the command's business; the error pipe is
+  // close-on-exec and stays open until exec.
+  for (int fd = 3; fd < l.error_fd; ++fd) close(fd);
+  close_range(static_cast<unsigned>(l.error_fd) + 1, ~0U, 0);
+  execvpe(l.argv[0], l.argv, l.envp);
+  write_errno_and_exit(l.error_fd, errno);
+}
+
+[[noreturn]] void run_keeper(const Launch& l) {
+  // The group's leader. The stop signals the worker sends to the group are
+  // for the command; the keeper waits for it to act on them.
+  setpgid(0, 0);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1}) {
+    set_disposition(sig, SIG_IGN);
+  }
+  set_disposition(SIGCHLD, SIG_DFL);
+  set_disposition(kKeeperDeathSignal, kill_own_group);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, kKeeperDeathSignal);
+  sigprocmask(SIG_UNBLOCK, &mask, nullptr);
+  prctl(PR_SET_PDEATHSIG, kKeeperDeathSignal);
+  // The worker may have died before the line above.
+  if (getppid() != l.worker) kill(0, SIGKILL);
+
+  pid_t command = fork();
+  if (command < 0) write_errno_and_exit(l.error_fd, errno);
+  if (command == 0) exec_command(l);
+  // The pipes, and whatever else the worker had open, are not the keeper's
+  // to hold.
+  close(l.stdin_fd);
+  close(l.stdout_fd);
+  close_range(3, ~0U, 0);
+  int status = 0;
+  while (waitpid(command, &status, 0) < 0) {
+    if (errno != EINTR) _exit(127);
+  }
+  if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+  // Die as the command died, without a core of our own.
+  int sig = WTERMSIG(status);
+  struct rlimit no_core {};
+  setrlimit(RLIMIT_CORE, &no_core);
+  set_disposition(sig, SIG_DFL);
+  sigemptyset(&mask);
+  sigaddset(&mask, sig);
+  sigprocmask(SIG_UNBLOCK, &mask, nullptr);
+  kill(getpid(), sig);
+  _exit(128 + sig);
+}
 
 bool only_whitespace(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [](char c) {
@@ -165,19 +239,44 @@ CommandOutcome CommandRunner::run(
   Fd out_read(out[0]);
   Fd out_write(out[1]);
 
+  int errors[2];
+  if (pipe2(errors, O_CLOEXEC) != 0) {
+    throw Error("cannot create a pipe: " + error_text(errno));
+  }
+  Fd error_read(errors[0]);
+  Fd error_write(errors[1]);
+
   pid_t pid = -1;
   {
-    SpawnSetup setup(in_read.get(), out_write.get());
-    // Spawning and registering under one lock: kill_all() sees every
+    Launch launch{argv.data(),   envp.data(),     getpid(),
+                  in_read.get(), out_write.get(), error_write.get()};
+    // Starting and registering under one lock: kill_all() sees every
     // child, and none starts after it.
     std::lock_guard lock(mutex_);
     if (killed_) throw Error("the worker is exiting");
-    int rc = posix_spawnp(&pid, argv[0], &setup.actions, &setup.attr,
-                          argv.data(), envp.data());
-    if (rc != 0) {
-      throw Error("cannot run " + description_ + ": " + error_text(rc));
+    pid = fork();
+    if (pid < 0) {
+      throw Error("cannot run " + description_ + ": " + error_text(errno));
     }
+    if (pid == 0) run_keeper(launch);
+    // Also here: kill(-pid) must find the group however soon it is sent.
+    setpgid(pid, pid);
     running_.insert(pid);
+  }
+  error_write.reset();
+  int start_error = 0;
+  ssize_t got = 0;
+  do {
+    got = read(error_read.get(), &start_error, sizeof start_error);
+  } while (got < 0 && errno == EINTR);
+  if (got == sizeof start_error) {
+    {
+      std::lock_guard lock(mutex_);
+      running_.erase(pid);
+    }
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    throw Error("cannot run " + description_ + ": " + error_text(start_error));
   }
   in_read.reset();
   out_write.reset();

@@ -42,7 +42,8 @@ struct CommandOutcome {
 //    the worker's;
 //  - in a process group of its own, so a terminal's Ctrl-C reaches the
 //    worker only (which lets the job finish), and a timeout kills every
-//    process the command started;
+//    process the command started; that group dies with the worker, even
+//    when the worker is killed with SIGKILL (see "keeper" in the .cc);
 //  - exit 0 completes the job with its stdout parsed as the result JSON
 //    (empty stdout is a null result); exit 75 (EX_TEMPFAIL) reschedules
 //    it; anything else, stdout that is not JSON or larger than the payload

@@ -218,19 +218,30 @@ std::vector<std::string> secrets_in_url(std::string_view url) {
 
 std::string one_line(std::string message,
                      const std::vector<std::string>& secrets) {
-  for (const std::string& secret : secrets) {
-    if (secret.empty()) continue;
-    for (std::size_t at = message.find(secret); at != std::string::npos;
-         at = message.find(secret, at + 3)) {
-      message.replace(at, secret.size(), "***");
+  // One pass over the original text, the longest secret first at each
+  // place: masking secret by secret would scan the "***" already written,
+  // and a secret made of '*' would then multiply the message.
+  std::string out;
+  out.reserve(message.size());
+  std::string_view rest = message;
+  while (!rest.empty()) {
+    std::size_t matched = 0;
+    for (const std::string& secret : secrets) {
+      if (secret.size() > matched && rest.starts_with(secret)) {
+        matched = secret.size();
+      }
     }
+    if (matched > 0) {
+      out += "***";
+      rest.remove_prefix(matched);
+      continue;
+    }
+    auto u = static_cast<unsigned char>(rest.front());
+    out += u < 0x20 || u == 0x7f ? ' ' : rest.front();
+    rest.remove_prefix(1);
   }
-  for (char& c : message) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = ' ';
-  }
-  while (!message.empty() && message.back() == ' ') message.pop_back();
-  return message;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
 }
 
 std::string escape_bytes(std::string_view bytes, std::size_t max) {

@@ -82,6 +82,14 @@ int json_nesting_depth(std::string_view text, int limit) {
 
 nlohmann::json parse_json(std::string_view text, std::string_view what,
                           std::size_t max_bytes) {
+  // JSON text never holds a raw NUL byte (in a string it must be written
+  // \u0000), and the parser takes one for the end of the input: without
+  // this check `{"a": 1}<NUL>anything` would read as {"a": 1}.
+  if (std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    throw InvalidInput(std::string(what) +
+                       " is not valid JSON: a NUL byte at offset " +
+                       std::to_string(nul));
+  }
   if (json_nesting_depth(text, kMaxJsonDepth) > kMaxJsonDepth) {
     throw InvalidInput(std::string(what) + ": JSON nested deeper than " +
                        std::to_string(kMaxJsonDepth) + " levels");

@@ -33,6 +33,10 @@ GRANT INSERT (queue_id) ON pgjobq.queue_progress TO pgjobq_enqueuer;
 GRANT INSERT (queue_id, position, data) ON pgjobq.jobs TO pgjobq_enqueuer;
 GRANT USAGE ON SEQUENCE pgjobq.queues_id_seq, pgjobq.jobs_id_seq
   TO pgjobq_enqueuer;
+-- Enqueue calls pgjobq.insert_jobs(), which runs with the caller's rights
+-- (SECURITY INVOKER), so this adds nothing to the grants above; it matters
+-- where EXECUTE has been revoked from PUBLIC.
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgjobq TO pgjobq_enqueuer;
 
 -- A worker: claim jobs, record their outcomes, send them to the back of
 -- their queue (a handler's reschedule), create a queue it is told to serve.

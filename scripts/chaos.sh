@@ -14,8 +14,6 @@
 #   --queues N        how many queues (short: 8, long: 12)
 #   --cli PATH        the pgjobq binary     } default: build both in
 #   --driver PATH     the pgjobq_chaos binary } build-chaos/
-#   --orphans         let a killed `pgjobq work` leave its command running
-#                     (its default behaviour; see docs/reliability.md)
 #   --keep            keep the run's directory (logs, journals)
 #
 # Servers are throwaway (tests/services.sh), on loopback and unix sockets.
@@ -29,7 +27,6 @@ max_jobs=
 queues=
 cli=
 driver=
-orphans=0
 keep=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -40,7 +37,6 @@ while [ $# -gt 0 ]; do
     --queues) queues=$2; shift ;;
     --cli) cli=$2; shift ;;
     --driver) driver=$2; shift ;;
-    --orphans) orphans=1 ;;
     --keep) keep=1 ;;
     *) echo "chaos.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -139,7 +135,6 @@ add_slot() {
   slots=$((slots + 1))
 }
 handler=("$driver" handle --dir "$run/journal")
-if [ "$orphans" = 0 ]; then handler+=(--die-with-worker 1); fi
 for ((k = 0; k < queues / 2; k++)); do
   qs=""
   for ((j = 0; j < 4; j++)); do qs+=" chaos-$(( (2 * k + j) % queues ))"; done

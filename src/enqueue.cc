@@ -1,6 +1,6 @@
 // The enqueue path: validate everything, then one statement in the caller's
 // transaction. The SQL is pgjobq.insert_jobs, in
-// src/sql/migrations/002_insert_jobs_function.sql.
+// src/sql/migrations/002_insert_jobs_function.sql (as replaced by 003).
 
 #include "pgjobq/enqueue.h"
 

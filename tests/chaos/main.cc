@@ -1,19 +1,16 @@
 // pgjobq_chaos: the chaos run's driver. scripts/chaos.sh runs it:
 //
 //   pgjobq_chaos setup  --db URL
-//   pgjobq_chaos handle --dir DIR [--die-with-worker 1]   (the command of
-//                                                          `pgjobq work`)
+//   pgjobq_chaos handle --dir DIR    (the command of `pgjobq work`)
 //   pgjobq_chaos worker --db URL --redis URL --dir DIR QUEUE...
 //   pgjobq_chaos load   --db URL --redis URL --dir DIR [options]
 //   pgjobq_chaos check  --db URL --dir DIR [options]
 //   pgjobq_chaos sanitized          (prints 1 if built with ASan, else 0)
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
@@ -91,17 +88,6 @@ namespace {
 // The per-job command of `pgjobq work`: data on stdin, the job in the
 // environment, the result on stdout.
 int handle_command(const Args& args) {
-  if (args.text("die-with-worker", "0") == "1") {
-    // Die with the worker that started us, as a supervisor that kills a
-    // whole service would make happen. (pgjobq work itself does not do
-    // this: see docs/reliability.md.)
-    pid_t parent = getppid();
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    std::ifstream comm("/proc/" + std::to_string(parent) + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    if (getppid() != parent || name != "pgjobq") return 1;
-  }
   const char* id = std::getenv("PGJOBQ_JOB_ID");
   const char* queue = std::getenv("PGJOBQ_QUEUE");
   const char* attempt = std::getenv("PGJOBQ_ATTEMPT");

@@ -70,6 +70,10 @@ class RolesTest : public HostileTest {
             suffix_);
     }
     PgConnPtr owner = connect();
+    // The file must suffice where PUBLIC may not run functions either.
+    PQclear(PQexec(owner.get(),
+                   "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgjobq FROM "
+                   "PUBLIC"));
     PGresult* r = PQexec(owner.get(), sql.c_str());
     std::string error = PQresultErrorMessage(r);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;

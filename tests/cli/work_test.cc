@@ -253,6 +253,25 @@ TEST_F(CliWorkTest, ASecondSignalKillsTheCommandAndExitsAtOnce) {
   EXPECT_EQ(state_of(id), "running");
 }
 
+TEST_F(CliWorkTest, AWorkerKilledWithSigkillTakesItsCommandsGroupWithIt) {
+  // Otherwise the command would go on beside the job's next attempt on a
+  // standby: two runs of one queue at once.
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work({q}, "sleep 60 & echo $! > " + file("bg") +
+                              "; echo $$ > " + file("sh") + "; sleep 60");
+  ASSERT_TRUE(wait_until([&] { return exists("sh") && !read("sh").empty(); }))
+      << worker->err();
+  ASSERT_TRUE(exists("bg"));
+  pid_t shell = std::stoi(read("sh"));
+  pid_t background = std::stoi(read("bg"));
+  worker->signal(SIGKILL);
+  ASSERT_TRUE(worker->wait(milliseconds(10000)).has_value());
+  EXPECT_TRUE(wait_until([&] { return process_gone(shell); }));
+  EXPECT_TRUE(wait_until([&] { return process_gone(background); }));
+  EXPECT_EQ(state_of(id), "running");  // a worker runs it again later
+}
+
 TEST_F(CliWorkTest, EndlessStdoutIsAnError) {
   std::string q = queue();
   JobId id = add_job(q, "{}");

@@ -3,10 +3,12 @@
 #include <hiredis/hiredis.h>
 
 #include <atomic>
+#include <latch>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "pgjobq/admin.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/jobs.h"
 #include "sql/statements.h"
@@ -313,6 +315,38 @@ TEST_F(EnqueueTest, ManyEnqueuersKeepCommitOrderWithinTheQueue) {
         << "each thread's jobs in its own order";
   }
   PQclear(r);
+}
+
+// Found under the sanitizers: an enqueuer that did not see a new queue,
+// then saw it committed by another enqueuer a moment later, took that for
+// a full queue and refused a job it had no limit for. Enqueuers racing to
+// create a queue must all get in.
+TEST_F(EnqueueTest, ConcurrentFirstEnqueuesOfANewQueueAreNeverRefused) {
+  constexpr int kThreads = 6;
+  constexpr int kRounds = 40;
+  std::vector<PgConnPtr> conns;
+  for (int t = 0; t < kThreads; ++t) conns.push_back(connect());
+  for (int round = 0; round < kRounds; ++round) {
+    std::string q = queue("new-" + std::to_string(round));
+    std::latch start(kThreads);
+    std::vector<std::string> errors(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        start.arrive_and_wait();
+        try {
+          enqueue(conns[static_cast<std::size_t>(t)].get(), q, json(t));
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(t)] = e.what();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (const auto& e : errors) ASSERT_EQ(e, "") << "round " << round;
+    std::vector<QueueStatus> status = queue_status(conns[0].get(), q);
+    ASSERT_EQ(status.size(), 1u);
+    ASSERT_EQ(status[0].pending, kThreads) << "round " << round;
+  }
 }
 
 TEST_F(EnqueueTest, EnqueueManyIsAllOrNothingAgainstTheLimit) {
