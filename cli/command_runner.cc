@@ -100,7 +100,7 @@ struct Launch {
   int error_fd;
 };
 
-void write_errno_and_exit(int error_fd, int error) {
+[[noreturn]] void write_errno_and_exit(int error_fd, int error) {
   [[maybe_unused]] ssize_t n = write(error_fd, &error, sizeof error);
   _exit(127);
 }
