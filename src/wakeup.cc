@@ -40,6 +40,7 @@ bool notify(RedisLink& redis, std::string_view queue, std::string* error) {
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "pgjobq/log.h"
@@ -58,6 +59,13 @@ void StopSignal::set() noexcept {
   std::uint64_t one = 1;
   // The counter stays non-zero, so the fd stays readable for every poller.
   [[maybe_unused]] auto n = write(fd_, &one, sizeof one);
+}
+
+void StopSignal::sleep_for(std::chrono::milliseconds delay) const noexcept {
+  pollfd fd{fd_, POLLIN, 0};
+  poll(&fd, 1,
+       static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(
+           delay.count(), 0, 1 << 30)));
 }
 
 Wakeups::Wakeups(redis::Address address, const std::vector<std::string>& queues,
@@ -105,16 +113,6 @@ void Wakeups::wake(std::size_t queue) {
 void Wakeups::wake_all() {
   for (std::size_t i = 0; i < slots_.size(); ++i) wake(i);
 }
-
-namespace {
-
-// Sleeps up to `delay`, or less if `stop` is set.
-void pause(const StopSignal& stop, std::chrono::milliseconds delay) {
-  pollfd fd{stop.fd(), POLLIN, 0};
-  poll(&fd, 1, static_cast<int>(delay.count()));
-}
-
-}  // namespace
 
 void Wakeups::subscriber_loop() {
   using std::chrono::milliseconds;
@@ -176,7 +174,7 @@ void Wakeups::subscriber_loop() {
       // Runners keep polling meanwhile; make them look now, in case the
       // link died mid-message.
       wake_all();
-      pause(stop_, retry);
+      stop_.sleep_for(retry);
       retry = std::min(retry * 2, kMaxRetry);
     }
   }

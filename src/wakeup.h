@@ -28,6 +28,8 @@ class StopSignal {
   void set() noexcept;
   bool is_set() const noexcept { return set_.load(); }
   int fd() const noexcept { return fd_; }
+  // Sleeps up to `delay`, less if set() is called meanwhile.
+  void sleep_for(std::chrono::milliseconds delay) const noexcept;
 
  private:
   int fd_;

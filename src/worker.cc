@@ -53,11 +53,6 @@ constexpr milliseconds kPollWithoutRedis{1000};
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
 
-void pause(const StopSignal& stop, milliseconds delay) {
-  pollfd fd{stop.fd(), POLLIN, 0};
-  poll(&fd, 1, static_cast<int>(std::min<long long>(delay.count(), 1 << 30)));
-}
-
 std::string queue_label(std::string_view queue) {
   return "queue \"" + std::string(queue) + "\"";
 }
@@ -131,7 +126,7 @@ class Runner {
           log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
                                      "; reconnecting in " +
                                      std::to_string(retry.count()) + " ms");
-          pause(w_.stop, retry);
+          w_.stop.sleep_for(retry);
           retry = std::min(retry * 2, kMaxReconnect);
         }
       }
@@ -152,7 +147,7 @@ class Runner {
     connected_once_ = true;
     while (!session.resolve_queue()) {
       // Another transaction is creating the queue right now.
-      pause(w_.stop, milliseconds(50));
+      w_.stop.sleep_for(milliseconds(50));
       if (w_.stop.is_set()) return;
     }
     session.request_lock();
@@ -455,7 +450,7 @@ class Runner {
     log(LogLevel::info, queue_label(queue_) + ": retrying job " +
                             std::to_string(job.id.value) + " in " +
                             std::to_string(delay.count()) + " ms");
-    pause(w_.stop, delay);
+    w_.stop.sleep_for(delay);
   }
 
   // Publishes results after their commit. Redis failures are logged and
@@ -514,7 +509,7 @@ class Runner {
 // still has not returned after the grace period.
 void watchdog(Worker::State& w) {
   while (!w.stop.is_set()) {
-    pause(w.stop, milliseconds(10));
+    w.stop.sleep_for(milliseconds(10));
     auto now = SteadyClock::now();
     for (auto& r : w.running) {
       std::lock_guard lock(r->mutex);

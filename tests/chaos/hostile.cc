@@ -17,10 +17,6 @@
 
 namespace pgjobq::test {
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 const std::string kDeadPostgres = "postgresql://nobody@127.0.0.1:1/nothing";
 const std::string kDeadRedis = "redis://127.0.0.1:1";
 

@@ -15,9 +15,6 @@
 
 namespace pgjobq::test {
 
-// Whether `text` contains `part`.
-bool contains(const std::string& text, const std::string& part);
-
 // A PostgreSQL port nothing listens on, and a Redis one.
 extern const std::string kDeadPostgres;
 extern const std::string kDeadRedis;

@@ -26,10 +26,6 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 // Nothing listens on port 1 of the loopback interface.
 constexpr const char* kSecret = "pa55-Secret-word";
 const std::string kDeadPostgres =

@@ -19,10 +19,6 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 class CliWorkTest : public CliTest {
  protected:
   // `pgjobq work QUEUES... OPTIONS... -- sh -c SCRIPT`

@@ -33,8 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
                                       std::size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
   std::string redacted = pgjobq::redact(input);
-  std::string line = pgjobq::cli::one_line(
-      "error: " + std::string(input), pgjobq::cli::secrets_in_url(input));
+  std::string line = pgjobq::cli::one_line("error: " + std::string(input),
+                                           pgjobq::cli::secrets_in_url(input));
   // Masking never makes the line longer than three bytes per input byte.
   check(line.size() <= 7 + 3 * input.size(), "one_line grew the message");
   if (size < 2) return 0;

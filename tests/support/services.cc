@@ -39,6 +39,10 @@ std::string unique_name(std::string_view prefix) {
          std::to_string(counter++) + "-" + std::to_string(rng() % 100000);
 }
 
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
 bool wait_until(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -30,6 +30,9 @@ std::string redis_url();
 // "<prefix>-<pid>-<counter>-<random>".
 std::string unique_name(std::string_view prefix);
 
+// Whether `text` contains `part`.
+bool contains(std::string_view text, std::string_view part);
+
 // Polls `condition` every few milliseconds until it holds or `timeout`
 // passes. Returns whether it held.
 bool wait_until(
