@@ -1,6 +1,7 @@
 // The worker loop. One thread per queue ("runner"), each with its own
 // PostgreSQL session (queue_session.cc); one Redis subscriber thread for
-// all of them (wakeup.cc); one watchdog thread for job timeouts.
+// all of them (wakeup.cc); one watchdog thread for job timeouts and lost
+// sessions.
 //
 // A runner's life: connect, take the queue's advisory lock (or stand by
 // until it can), then
@@ -66,12 +67,14 @@ std::string describe(const ClaimedJob& job) {
 struct Running {
   std::mutex mutex;
   bool active = false;
-  SteadyClock::time_point deadline;
+  SteadyClock::time_point deadline;  // max() without a job timeout
   std::stop_source stop;
   JobId id;
   int attempt = 0;
   PGcancel* cancel = nullptr;  // the runner's connection, to interrupt SQL
+  int socket = -1;             // and its socket, to see the server leave
   bool timed_out = false;
+  bool session_lost = false;
 };
 
 }  // namespace
@@ -175,6 +178,7 @@ class Runner {
     {
       std::lock_guard lock(running_.mutex);
       running_.cancel = cancel;
+      running_.socket = PQsocket(session.conn());
     }
     struct CancelGuard {
       Running& running;
@@ -182,6 +186,7 @@ class Runner {
       ~CancelGuard() {
         std::lock_guard lock(running.mutex);
         running.cancel = nullptr;
+        running.socket = -1;
         running.active = false;
         PQfreeCancel(cancel);
       }
@@ -338,14 +343,17 @@ class Runner {
     if (options_.transactional) s.begin();
     std::stop_source stop;
     auto started = SteadyClock::now();
-    if (options_.job_timeout) {
+    {
       std::lock_guard lock(running_.mutex);
       running_.active = true;
-      running_.deadline = started + *options_.job_timeout;
+      running_.deadline = options_.job_timeout
+                              ? started + *options_.job_timeout
+                              : SteadyClock::time_point::max();
       running_.stop = stop;
       running_.id = job.id;
       running_.attempt = job.attempt;
       running_.timed_out = false;
+      running_.session_lost = false;
     }
     JobContext context{job.id,      queue_,   job.data,
                        job.attempt, s.conn(), stop.get_token()};
@@ -370,16 +378,24 @@ class Runner {
       run.error = "handler threw something that is not a std::exception";
     }
     bool timed_out = false;
+    bool session_lost = false;
     {
       std::lock_guard lock(running_.mutex);
       running_.active = false;
       timed_out = running_.timed_out;
+      session_lost = running_.session_lost;
     }
     auto elapsed_us = static_cast<double>(
         std::chrono::duration_cast<std::chrono::microseconds>(
             SteadyClock::now() - started)
             .count());
     average_us_ = 0.7 * average_us_ + 0.3 * elapsed_us;
+    if (session_lost) {
+      throw ConnectionError("connection to PostgreSQL lost while " +
+                            describe(job) +
+                            " ran; its handler was stopped, and the job runs "
+                            "again");
+    }
     if (timed_out || stop.stop_requested()) {
       run = {HandlerRun::Kind::error, nullptr,
              "timed out after " +
@@ -504,16 +520,43 @@ class Runner {
   bool publisher_outage_ = false;
 };
 
-// Interrupts handlers that overrun their timeout: requests their stop token
-// and cancels any SQL on the worker's connection; ends the process if one
-// still has not returned after the grace period.
+// Whether the server has closed the connection on `socket` (terminated
+// the backend, restarted, idle_session_timeout). Reads nothing: the peer's
+// FIN shows as POLLRDHUP whatever is buffered.
+bool server_left(int socket) {
+  pollfd fd{socket, POLLRDHUP, 0};
+  return poll(&fd, 1, 0) > 0 &&
+         (fd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+// Watches every running handler:
+//  - when its runner's PostgreSQL session ends, the queue's lock has ended
+//    with it and a standby may already be running the same job: requests
+//    the handler's stop token (`pgjobq work` kills its command) so that the
+//    stale run overlaps the standby's for milliseconds, not for the rest of
+//    the handler;
+//  - when it overruns its timeout, requests its stop token and cancels any
+//    SQL on the worker's connection; ends the process if it still has not
+//    returned after the grace period.
 void watchdog(Worker::State& w) {
   while (!w.stop.is_set()) {
     w.stop.sleep_for(milliseconds(10));
     auto now = SteadyClock::now();
-    for (auto& r : w.running) {
+    for (std::size_t i = 0; i < w.running.size(); ++i) {
+      Running* r = w.running[i].get();
       std::lock_guard lock(r->mutex);
-      if (!r->active || now < r->deadline) continue;
+      if (!r->active) continue;
+      if (!r->session_lost && r->socket >= 0 && server_left(r->socket)) {
+        r->session_lost = true;
+        r->stop.request_stop();
+        log(LogLevel::warning,
+            queue_label(w.options.queues[i]) +
+                ": the PostgreSQL session ended while job " +
+                std::to_string(r->id.value) +
+                " ran; stopping its handler (the job runs again)");
+        continue;
+      }
+      if (now < r->deadline) continue;
       if (!r->timed_out) {
         r->timed_out = true;
         r->stop.request_stop();
@@ -596,11 +639,10 @@ void Worker::run() {
     runners.push_back(std::make_unique<Runner>(s, i));
   }
   for (auto& r : runners) threads.emplace_back([&r] { r->run(); });
-  std::thread timer;
-  if (s.options.job_timeout) timer = std::thread([&s] { watchdog(s); });
+  std::thread timer([&s] { watchdog(s); });
   for (auto& t : threads) t.join();
   s.stop.set();
-  if (timer.joinable()) timer.join();
+  timer.join();
   s.wakeups->join();
   if (s.fatal) std::rethrow_exception(s.fatal);
 }

@@ -70,19 +70,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
       break;
   }
   std::string url = prefix + secret + suffix;
-  // What a perfect redaction gives; a password found in it was in the text
-  // around it all along, and proves nothing.
-  // (The command line keeps the quotes of a quoted value.)
+  // What a perfect redaction gives, in the message the command line would
+  // print; a password found in it was in the text around it all along, and
+  // proves nothing. (The command line keeps the quotes of a quoted value.)
+  const std::string before = "cannot connect to ";
+  const std::string after = ": refused";
   for (const std::string& ideal :
        {prefix + "***" + suffix, prefix + "'***'" + suffix}) {
-    if (ideal.find(password) != std::string::npos) return 0;
+    if ((before + ideal + after).find(password) != std::string::npos) {
+      return 0;
+    }
   }
 
   check(pgjobq::redact(url).find(password) == std::string::npos,
         "redact() let a password through");
-  std::string message =
-      pgjobq::cli::one_line("cannot connect to " + url + ": refused",
-                            pgjobq::cli::secrets_in_url(url));
+  std::string message = pgjobq::cli::one_line(before + url + after,
+                                              pgjobq::cli::secrets_in_url(url));
   check(message.find(password) == std::string::npos,
         "one_line(secrets_in_url()) let a password through");
   (void)redacted;

@@ -81,5 +81,41 @@ TEST_F(FaultTest, WorkerStartsNoClaimedJobAfterLosingItsSession) {
   EXPECT_EQ(query_job(conn.get(), b)->result, json("b"));
 }
 
+// The same cut while a handler runs: the standby may run the job at once,
+// so the stale run must be told to stop (its stop token; `pgjobq work`
+// kills its command) rather than run on beside it to the end.
+TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEnds) {
+  PgConnPtr conn = connect();
+  std::string q = queue("cut-mid-handler");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  std::atomic<int> backend{0};
+  std::atomic<bool> stopped{false};
+  WorkerOptions o;
+  o.db_url = db_url();
+  o.redis_url = test::redis_url();
+  o.queues = {q};
+  o.poll_interval = std::chrono::seconds(30);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    if (job.attempt == 1) {
+      backend = PQbackendPID(job.db);
+      // Far longer than the test waits, unless stopped.
+      wait_until([&] { return job.stop.stop_requested(); },
+                 milliseconds(60000));
+      stopped = job.stop.stop_requested();
+    }
+    return HandlerResult::complete(json(job.attempt));
+  });
+  ASSERT_TRUE(wait_until([&] { return backend != 0; }));
+  query_value("SELECT pg_terminate_backend(" + std::to_string(backend) + ")");
+  EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(5000)))
+      << "the handler ran on after its session ended";
+  ASSERT_TRUE(wait_until(
+      [&] { return query_job(conn.get(), id)->state == JobState::completed; },
+      milliseconds(15000)));
+  std::optional<Job> job = query_job(conn.get(), id);
+  EXPECT_EQ(job->attempts, 2);
+  EXPECT_EQ(job->result, json(2));
+}
+
 }  // namespace
 }  // namespace pgjobq
