@@ -346,9 +346,8 @@ class Runner {
     {
       std::lock_guard lock(running_.mutex);
       running_.active = true;
-      running_.deadline = options_.job_timeout
-                              ? started + *options_.job_timeout
-                              : SteadyClock::time_point::max();
+      running_.deadline = options_.job_timeout ? started + *options_.job_timeout
+                                               : SteadyClock::time_point::max();
       running_.stop = stop;
       running_.id = job.id;
       running_.attempt = job.attempt;
