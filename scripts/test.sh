@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is
 # missing, checks formatting, builds, and runs every test against throwaway
-# PostgreSQL and Redis servers; then runs every test again in a build with
+# PostgreSQL and Redis servers; then runs every test again (but the
+# packaging test and the benchmark's smoke test) in a build with
 # AddressSanitizer and UndefinedBehaviorSanitizer.
 #
 #   scripts/test.sh                          # everything
