@@ -3,9 +3,7 @@
 // nothing stored changes. docs/reliability.md has the table these back.
 
 #include <signal.h>
-#include <sys/stat.h>
 
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <thread>
@@ -302,10 +300,7 @@ TEST_F(HostileTest, EveryKindOfInvalidQueueNameIsRefusedBeforeTouchingAServer) {
         << label;
     RedisLink redis(redis_url());
     EXPECT_THROW(notify(redis, name), InvalidInput) << label;
-    WorkerOptions o;
-    o.db_url = db_url();
-    o.redis_url = redis_url();
-    o.queues = {name};
+    WorkerOptions o = worker_options({name});
     EXPECT_THROW(
         Worker(o, [](const JobContext&) { return HandlerResult::complete(); }),
         InvalidInput)
@@ -393,15 +388,9 @@ TEST_F(HostileTest, ForgedResultsOnAJobsChannelChangeNothing) {
   EXPECT_EQ(waiter->out(), "");
   EXPECT_EQ(stored(), before);
   // Now it really completes; forgeries after that change nothing either.
-  BackgroundWorker worker(
-      [&] {
-        WorkerOptions o;
-        o.db_url = db_url();
-        o.redis_url = redis_url();
-        o.queues = {q};
-        return o;
-      }(),
-      [](const JobContext& job) { return HandlerResult::complete(job.data); });
+  BackgroundWorker worker(worker_options({q}), [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  });
   ProcessResult r = pgjobq({"wait", std::to_string(id.value)});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(json::parse(r.out), json({{"real", true}}));
@@ -419,10 +408,7 @@ TEST_F(HostileTest, ForgedWakeUpsOnlyMakeTheWorkerLook) {
   seed();
   std::string q = queue();
   std::atomic<int> runs{0};
-  WorkerOptions o;
-  o.db_url = db_url();
-  o.redis_url = redis_url();
-  o.queues = {q};
+  WorkerOptions o = worker_options({q});
   o.poll_interval = std::chrono::seconds(30);
   BackgroundWorker worker(o, [&](const JobContext& job) {
     ++runs;
@@ -470,22 +456,19 @@ TEST_F(HostileTest, ForgedWakeUpsOnlyMakeTheWorkerLook) {
 // job, and the worker carries on.
 TEST_F(HostileTest, CommandOutputThatIsNotAResultFailsOnlyItsJob) {
   std::string q = queue();
-  std::string script = dir() + "/handler.sh";
-  {
-    std::ofstream out(script);
-    out << "#!/bin/sh\n"
-           "case \"$(cat)\" in\n"
-           "  '\"text\"') printf 'not json' ;;\n"
-           "  '\"binary\"') printf '\\377\\376\\001' ;;\n"
-           "  '\"nul\"') printf '\"a\\\\u0000b\"' ;;\n"
-           "  '\"two\"') printf '{} {}' ;;\n"
-           "  '\"deep\"') head -c 300000 /dev/zero | tr '\\0' '[' ;;\n"
-           "  '\"huge\"') head -c 3000000 /dev/zero | tr '\\0' '1' ;;\n"
-           "  '\"endless\"') yes '[1,2,3]' ;;\n"
-           "  '\"fine\"') printf '{\"ok\": true}' ;;\n"
-           "esac\n";
-  }
-  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  std::string command =
+      script("handler.sh",
+             "#!/bin/sh\n"
+             "case \"$(cat)\" in\n"
+             "  '\"text\"') printf 'not json' ;;\n"
+             "  '\"binary\"') printf '\\377\\376\\001' ;;\n"
+             "  '\"nul\"') printf '\"a\\\\u0000b\"' ;;\n"
+             "  '\"two\"') printf '{} {}' ;;\n"
+             "  '\"deep\"') head -c 300000 /dev/zero | tr '\\0' '[' ;;\n"
+             "  '\"huge\"') head -c 3000000 /dev/zero | tr '\\0' '1' ;;\n"
+             "  '\"endless\"') yes '[1,2,3]' ;;\n"
+             "  '\"fine\"') printf '{\"ok\": true}' ;;\n"
+             "esac\n");
   std::vector<std::pair<std::string, std::string>> cases{
       {"text", "not valid JSON"},
       {"binary", "not valid JSON"},
@@ -501,7 +484,7 @@ TEST_F(HostileTest, CommandOutputThatIsNotAResultFailsOnlyItsJob) {
   }
   JobId fine = add_job(q, "\"fine\"");
   auto worker = start({"work", q, "--on-error", "retry", "--max-attempts", "1",
-                       "--retry-delay", "0.01", "--", script});
+                       "--retry-delay", "0.01", "--", command});
   ASSERT_TRUE(wait_until([&] { return state_of(fine) == "completed"; },
                          milliseconds(30000)))
       << worker->err();
@@ -544,10 +527,7 @@ TEST_F(HostileTest, HandlerResultsPostgresqlCannotStoreAreHandlerErrors) {
     ids.push_back(enqueue(conn.get(), q, json(i)));
   }
   JobId fine = enqueue(conn.get(), q, json("fine"));
-  WorkerOptions o;
-  o.db_url = db_url();
-  o.redis_url = redis_url();
-  o.queues = {q};
+  WorkerOptions o = worker_options({q});
   o.on_error = ErrorPolicy::retry;
   o.max_attempts = 1;
   o.retry_delay = milliseconds(1);

@@ -4,7 +4,6 @@
 // through the command line.
 
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <fstream>
 #include <random>
@@ -349,15 +348,12 @@ TEST_F(PasswordTest, PasswordsNeverReachTheLogs) {
   redis.stop();
   redis.start(redis_secret);
   ASSERT_EQ(pgjobq({"--db", db, "migrate"}).exit_code, 0);
-  std::string script = dir() + "/handler.sh";
-  {
-    std::ofstream out(script);
-    out << "#!/bin/sh\nread x; [ \"$x\" = '\"fail\"' ] && exit 3; echo $x\n";
-  }
-  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  std::string command =
+      script("handler.sh",
+             "#!/bin/sh\nread x; [ \"$x\" = '\"fail\"' ] && exit 3; echo $x\n");
   auto worker = start({"--db", db, "--redis", redis.url(), "work", "q",
                        "--on-error", "retry", "--max-attempts", "2",
-                       "--retry-delay", "0.05", "--", script});
+                       "--retry-delay", "0.05", "--", command});
   auto run_job = [&](const std::string& data) {
     ProcessResult r = pgjobq({"--db", db, "--redis", redis.url(), "enqueue",
                               "q", data, "--wait", "--timeout", "20"});
@@ -524,19 +520,16 @@ TEST_F(HostileTest, CommandThatNeverExitsIsKilledAtItsTimeout) {
   std::string q = queue();
   JobId stuck = add_job(q, "\"stuck\"");
   JobId next = add_job(q, "\"next\"");
-  std::string script = dir() + "/stuck.sh";
-  {
-    std::ofstream out(script);
-    out << "#!/bin/sh\n"
-           "read x\n"
-           "[ \"$x\" = '\"next\"' ] && { echo '\"ran\"'; exit 0; }\n"
-           "trap '' TERM\n"
-           "sleep 1000 & wait; while :; do sleep 1; done\n";
-  }
-  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  std::string command =
+      script("stuck.sh",
+             "#!/bin/sh\n"
+             "read x\n"
+             "[ \"$x\" = '\"next\"' ] && { echo '\"ran\"'; exit 0; }\n"
+             "trap '' TERM\n"
+             "sleep 1000 & wait; while :; do sleep 1; done\n");
   auto worker =
       start({"work", q, "--job-timeout", "0.5", "--on-error", "retry",
-             "--max-attempts", "2", "--retry-delay", "0.05", "--", script});
+             "--max-attempts", "2", "--retry-delay", "0.05", "--", command});
   ASSERT_TRUE(wait_until([&] { return state_of(next) == "completed"; },
                          milliseconds(30000)))
       << worker->err();
@@ -548,7 +541,7 @@ TEST_F(HostileTest, CommandThatNeverExitsIsKilledAtItsTimeout) {
   EXPECT_EQ(worker->wait(milliseconds(10000)), 0);
   // Nothing it started is left behind.
   EXPECT_TRUE(wait_until([&] {
-    return run_process({"pgrep", "-f", script}).exit_code != 0;
+    return run_process({"pgrep", "-f", command}).exit_code != 0;
   })) << "processes of the stuck command survived";
 }
 

@@ -1,8 +1,10 @@
 #include "cli/cli_fixture.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "pgjobq/connection.h"
@@ -59,6 +61,19 @@ const std::string& CliTest::dir() {
     dir_ = tmpl;
   }
   return dir_;
+}
+
+std::string CliTest::script(const std::string& name, const std::string& text) {
+  std::string path = dir() + "/" + name;
+  {
+    std::ofstream out(path);
+    out << text;
+    if (!out.flush()) throw std::runtime_error("cannot write " + path);
+  }
+  if (chmod(path.c_str(), 0755) != 0) {
+    throw std::runtime_error("cannot make " + path + " executable");
+  }
+  return path;
 }
 
 void CliTest::TearDown() {

@@ -41,6 +41,9 @@ class CliTest : public DatabaseTest {
 
   // A temporary directory of the test's own, removed afterwards.
   const std::string& dir();
+  // Writes an executable file `name` in dir() holding `text`; returns its
+  // path. Throws if it cannot.
+  std::string script(const std::string& name, const std::string& text);
 
   void TearDown() override;
 

@@ -253,10 +253,7 @@ TEST_F(CliTest, EnqueueWithRedisDownStillEnqueuesAndWarns) {
 
 TEST_F(CliTest, EnqueueWaitPrintsTheIdThenTheResult) {
   std::string q = queue();
-  WorkerOptions o;
-  o.db_url = db_url();
-  o.redis_url = redis_url();
-  o.queues = {q};
+  WorkerOptions o = worker_options({q});
   BackgroundWorker worker(o, [](const JobContext& job) {
     return HandlerResult::complete({{"doubled", job.data.get<int>() * 2}});
   });
@@ -285,10 +282,7 @@ class CliJobTest : public CliTest {
   JobId failed_job() {
     std::string q = queue();
     JobId id = add_job(q, "{}");
-    WorkerOptions o;
-    o.db_url = db_url();
-    o.redis_url = redis_url();
-    o.queues = {q};
+    WorkerOptions o = worker_options({q});
     o.on_error = ErrorPolicy::retry;
     o.max_attempts = 1;
     o.retry_delay = milliseconds(1);
@@ -302,10 +296,7 @@ class CliJobTest : public CliTest {
   JobId completed_job(const json& result) {
     std::string q = queue();
     JobId id = add_job(q, "{}");
-    WorkerOptions o;
-    o.db_url = db_url();
-    o.redis_url = redis_url();
-    o.queues = {q};
+    WorkerOptions o = worker_options({q});
     BackgroundWorker worker(
         o, [&](const JobContext&) { return HandlerResult::complete(result); });
     EXPECT_TRUE(wait_until([&] { return state_of(id) == "completed"; }));
@@ -324,10 +315,7 @@ TEST_F(CliJobTest, WaitSeesAJobFinishWhileWaiting) {
   std::string q = queue();
   JobId id = add_job(q, "5");
   auto waiter = start({"wait", std::to_string(id.value), "--timeout", "60"});
-  WorkerOptions o;
-  o.db_url = db_url();
-  o.redis_url = redis_url();
-  o.queues = {q};
+  WorkerOptions o = worker_options({q});
   BackgroundWorker worker(
       o, [](const JobContext&) { return HandlerResult::complete("done"); });
   EXPECT_EQ(waiter->wait(milliseconds(30000)), 0) << waiter->err();

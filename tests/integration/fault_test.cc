@@ -31,10 +31,7 @@ TEST_F(FaultTest, WorkerStartsNoClaimedJobAfterLosingItsSession) {
   JobId b = enqueue(conn.get(), q, json("b"));
   std::mutex mutex;
   std::vector<std::pair<std::int64_t, int>> calls;
-  WorkerOptions o;
-  o.db_url = db_url();
-  o.redis_url = test::redis_url();
-  o.queues = {q};
+  WorkerOptions o = worker_options({q});
   o.poll_interval = std::chrono::seconds(30);
   // Claim both jobs at once.
   o.max_batch = 2;
@@ -90,10 +87,7 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEnds) {
   JobId id = enqueue(conn.get(), q, json("x"));
   std::atomic<int> backend{0};
   std::atomic<bool> stopped{false};
-  WorkerOptions o;
-  o.db_url = db_url();
-  o.redis_url = test::redis_url();
-  o.queues = {q};
+  WorkerOptions o = worker_options({q});
   o.poll_interval = std::chrono::seconds(30);
   BackgroundWorker worker(o, [&](const JobContext& job) {
     if (job.attempt == 1) {

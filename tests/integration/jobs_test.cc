@@ -35,10 +35,7 @@ class JobsTest : public test::DatabaseTest {
   }
   // Runs the queue's jobs to the end with `handler`, then stops.
   void drain(const std::string& queue, Handler handler, int max_attempts = 25) {
-    WorkerOptions o;
-    o.db_url = db_url();
-    o.redis_url = test::redis_url();
-    o.queues = {queue};
+    WorkerOptions o = worker_options({queue});
     o.on_error = ErrorPolicy::retry;
     o.retry_delay = milliseconds(1);
     o.max_attempts = max_attempts;

@@ -22,10 +22,8 @@ class WaitTest : public test::DatabaseTest {
  protected:
   WorkerOptions options(const std::string& queue,
                         const std::string& redis_url) const {
-    WorkerOptions o;
-    o.db_url = db_url();
+    WorkerOptions o = worker_options({queue});
     o.redis_url = redis_url;
-    o.queues = {queue};
     o.poll_interval = std::chrono::seconds(30);
     return o;
   }

@@ -70,10 +70,7 @@ class Journal {
 class WorkerTest : public test::DatabaseTest {
  protected:
   WorkerOptions options(std::vector<std::string> queues) const {
-    WorkerOptions o;
-    o.db_url = db_url();
-    o.redis_url = test::redis_url();
-    o.queues = std::move(queues);
+    WorkerOptions o = worker_options(std::move(queues));
     o.poll_interval = std::chrono::seconds(30);
     o.retry_delay = milliseconds(10);
     return o;

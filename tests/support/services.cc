@@ -117,6 +117,15 @@ void DatabaseTest::TearDown() {
 
 PgConnPtr DatabaseTest::connect() const { return connect_database(db_url_); }
 
+WorkerOptions DatabaseTest::worker_options(
+    std::vector<std::string> queues) const {
+  WorkerOptions o;
+  o.db_url = db_url_;
+  o.redis_url = redis_url();
+  o.queues = std::move(queues);
+  return o;
+}
+
 std::string DatabaseTest::query_value(const std::string& sql) const {
   PgConnPtr conn = connect();
   PGresult* r = PQexec(conn.get(), sql.c_str());

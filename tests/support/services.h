@@ -12,8 +12,10 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pgjobq/connection.h"
+#include "pgjobq/worker.h"
 
 namespace pgjobq::test {
 
@@ -54,6 +56,9 @@ class DatabaseTest : public ::testing::Test {
   std::string queue(std::string_view prefix = "q") const {
     return unique_name(prefix);
   }
+  // Options for a Worker on this test's database and the test Redis,
+  // serving `queues`; everything else at its default.
+  WorkerOptions worker_options(std::vector<std::string> queues) const;
 
  private:
   std::string db_name_;
