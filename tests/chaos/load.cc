@@ -142,15 +142,7 @@ class Load {
     std::uniform_int_distribution<int> pick_queue(0, o_.queues - 1);
     std::uniform_int_distribution<int> sleep_us(0, o_.max_sleep_us);
     while (!stop_) {
-      if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-        try {
-          conn = connect_quietly(o_.db);
-        } catch (const Error&) {
-          conn.reset();
-          std::this_thread::sleep_for(milliseconds(100));
-          continue;
-        }
-      }
+      if (!session_or_pause(conn)) continue;
       // One or two queues, in name order, so that two enqueuers never lock
       // each other's queues in opposite orders; one or two jobs each.
       std::set<int> queues{pick_queue(rng)};
@@ -257,15 +249,7 @@ class Load {
         std::this_thread::sleep_for(milliseconds(10));
         continue;
       }
-      if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-        try {
-          conn = connect_quietly(o_.db);
-        } catch (const Error&) {
-          conn.reset();
-          std::this_thread::sleep_for(milliseconds(100));
-          continue;
-        }
-      }
+      if (!session_or_pause(conn)) continue;
       milliseconds timeout = timeouts[rng() % 4];
       auto started = SteadyClock::now();
       enum { ok, timed_out, failed, lost, error } outcome = error;
@@ -497,6 +481,29 @@ class Load {
     }
   }
 
+  // ------------------------------------------------------------ sessions
+
+  // Connects `conn` again unless it is a live session; throws Error if it
+  // cannot.
+  void reconnect_if_needed(PgConnPtr& conn) {
+    if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
+      conn = connect_quietly(o_.db);
+    }
+  }
+
+  // The same for the loops that must ride out a PostgreSQL restart: false,
+  // after a short pause, when the server cannot be reached yet.
+  bool session_or_pause(PgConnPtr& conn) {
+    try {
+      reconnect_if_needed(conn);
+      return true;
+    } catch (const Error&) {
+      conn.reset();
+      std::this_thread::sleep_for(milliseconds(100));
+      return false;
+    }
+  }
+
   // ----------------------------------------------------------- sampling
 
   // The most unfinished jobs any queue held, as seen now and then. The
@@ -506,9 +513,7 @@ class Load {
     while (!done_) {
       std::this_thread::sleep_for(milliseconds(200));
       try {
-        if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-          conn = connect_quietly(o_.db);
-        }
+        reconnect_if_needed(conn);
         Rows rows = query(conn.get(), R"sql(
 SELECT coalesce(max((SELECT count(*) FROM pgjobq.jobs j
                      WHERE j.queue_id = p.queue_id
@@ -528,9 +533,7 @@ FROM pgjobq.queue_progress p
   // --------------------------------------------------------------- drain
 
   std::int64_t unfinished(PgConnPtr& conn) {
-    if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-      conn = connect_quietly(o_.db);
-    }
+    reconnect_if_needed(conn);
     return query(conn.get(),
                  "SELECT count(*) FROM pgjobq.jobs WHERE state IN "
                  "('pending', 'running')")

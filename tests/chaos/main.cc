@@ -7,7 +7,6 @@
 //   pgjobq_chaos check  --db URL --dir DIR [options]
 //   pgjobq_chaos sanitized          (prints 1 if built with ASan, else 0)
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -15,12 +14,12 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
-#include <thread>
 
 #include "chaos/chaos.h"
 #include "pgjobq/connection.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/worker.h"
+#include "support/serve_until_signal.h"
 
 namespace pgjobq::chaos {
 
@@ -130,23 +129,7 @@ int worker_process(const Args& args) {
     return HandlerResult::complete(
         handle_job(*journal, job.id.value, job.attempt, job.data));
   });
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread([&] {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    worker.stop();
-  }).detach();
-  try {
-    worker.run();
-  } catch (const std::exception& e) {
-    std::cerr << "pgjobq_chaos worker: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+  return pgjobq::test::serve_until_signal(worker, "pgjobq_chaos worker");
 }
 
 // The audit the check relies on, kept by triggers in the transactions that

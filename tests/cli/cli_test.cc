@@ -18,8 +18,6 @@
 #include "pgjobq/jobs.h"
 #include "support/worker.h"
 
-extern char** environ;
-
 namespace pgjobq::test {
 namespace {
 
@@ -584,21 +582,10 @@ std::string stderr_on_a_terminal(const std::vector<std::string>& argv,
     ADD_FAILURE() << "openpty failed";
     return "";
   }
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  for (const auto& [key, value] : env) {
-    std::erase_if(env_strings, [&](const std::string& entry) {
-      return entry.starts_with(key + "=");
-    });
-    if (value) env_strings.push_back(key + "=" + *value);
-  }
-  std::vector<char*> envp;
-  for (std::string& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  std::vector<std::string> env_strings = environment_with(env);
+  std::vector<char*> envp = null_terminated(env_strings);
   std::vector<std::string> args = argv;
-  std::vector<char*> argp;
-  for (std::string& a : args) argp.push_back(a.data());
-  argp.push_back(nullptr);
+  std::vector<char*> argp = null_terminated(args);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, slave, 2);

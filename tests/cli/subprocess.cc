@@ -35,6 +35,33 @@ int decode(int status) {
 
 }  // namespace
 
+std::vector<std::string> environment_with(const EnvChanges& changes) {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    std::string entry(*e);
+    std::size_t eq = entry.find('=');
+    if (eq != std::string::npos)
+      vars[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  for (const auto& [key, value] : changes) {
+    if (value) {
+      vars[key] = *value;
+    } else {
+      vars.erase(key);
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [key, value] : vars) out.push_back(key + "=" + value);
+  return out;
+}
+
+std::vector<char*> null_terminated(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
 Subprocess::Subprocess(const std::vector<std::string>& argv,
                        const EnvChanges& env, std::string_view input) {
   char tmpl[] = "/tmp/pgjobq-cli-test.XXXXXX";
@@ -44,30 +71,10 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
     std::ofstream(dir_ + "/stdin", std::ios::binary)
         .write(input.data(), static_cast<std::streamsize>(input.size()));
   }
-  std::map<std::string, std::string> vars;
-  for (char** e = environ; *e; ++e) {
-    std::string entry(*e);
-    std::size_t eq = entry.find('=');
-    if (eq != std::string::npos)
-      vars[entry.substr(0, eq)] = entry.substr(eq + 1);
-  }
-  for (const auto& [key, value] : env) {
-    if (value) {
-      vars[key] = *value;
-    } else {
-      vars.erase(key);
-    }
-  }
-  std::vector<std::string> env_strings;
-  for (const auto& [key, value] : vars)
-    env_strings.push_back(key + "=" + value);
-  std::vector<char*> envp;
-  for (std::string& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
+  std::vector<std::string> env_strings = environment_with(env);
+  std::vector<char*> envp = null_terminated(env_strings);
   std::vector<std::string> args = argv;
-  std::vector<char*> argp;
-  for (std::string& a : args) argp.push_back(a.data());
-  argp.push_back(nullptr);
+  std::vector<char*> argp = null_terminated(args);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);

@@ -19,6 +19,13 @@ namespace pgjobq::test {
 using EnvChanges =
     std::vector<std::pair<std::string, std::optional<std::string>>>;
 
+// This process's environment with `changes` applied, as KEY=value entries.
+std::vector<std::string> environment_with(const EnvChanges& changes);
+
+// Pointers to `strings`, then a null pointer: an argv or envp for exec or
+// posix_spawn (valid while `strings` is unchanged).
+std::vector<char*> null_terminated(std::vector<std::string>& strings);
+
 struct ProcessResult {
   int exit_code = -1;  // 128 + signal if a signal ended it
   std::string out;

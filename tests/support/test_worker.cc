@@ -25,6 +25,7 @@
 
 #include "pgjobq/connection.h"
 #include "pgjobq/worker.h"
+#include "support/serve_until_signal.h"
 
 namespace {
 
@@ -97,21 +98,5 @@ int main(int argc, char** argv) {
     return pgjobq::HandlerResult::complete({{"pid", getpid()}});
   });
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread([&] {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    worker.stop();
-  }).detach();
-  try {
-    worker.run();
-  } catch (const std::exception& e) {
-    std::cerr << "test_worker: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+  return pgjobq::test::serve_until_signal(worker, "test_worker");
 }
