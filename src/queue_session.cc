@@ -3,7 +3,9 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 #include <unordered_map>
 
 #include "pgjobq/errors.h"
@@ -45,10 +47,30 @@ pg::Param claim_params_limit(int limit) {
   return pg::param(std::int64_t{limit});
 }
 
+// An error that ends the session, as its severity says (not localized).
+bool ends_session(const PGresult* message) {
+  const char* severity =
+      PQresultErrorField(message, PG_DIAG_SEVERITY_NONLOCALIZED);
+  return severity && (std::string_view(severity) == "FATAL" ||
+                      std::string_view(severity) == "PANIC");
+}
+
 }  // namespace
 
 QueueSession::QueueSession(const std::string& db_url, std::string queue)
     : queue_(std::move(queue)), conn_(pg::Connection::open(db_url)) {
+  // libpq hands an error that arrives while no statement runs (a
+  // terminated backend's goodbye) to the notice receiver. Notices of the
+  // handler's own SQL still reach stderr, as libpq's default does.
+  PQsetNoticeReceiver(
+      conn_.get(),
+      [](void* self, const PGresult* message) {
+        if (ends_session(message)) {
+          static_cast<QueueSession*>(self)->ending_ = true;
+        }
+        std::fputs(PQresultErrorMessage(message), stderr);
+      },
+      this);
   for (const pg::Statement* s : kWorkerStatements) conn_.prepare(*s);
 }
 
@@ -117,7 +139,9 @@ bool QueueSession::still_connected() {
     if (poll(&fd, 1, 0) <= 0) break;
     if (PQconsumeInput(c) != 1) return false;
   }
-  return PQstatus(c) == CONNECTION_OK;
+  // Parses what was read; an idle session's FATAL reaches the receiver.
+  PQisBusy(c);
+  return !ending_ && PQstatus(c) == CONNECTION_OK;
 }
 
 void QueueSession::resume() {

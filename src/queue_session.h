@@ -60,14 +60,18 @@ class QueueSession {
  public:
   // Connects and prepares the worker's statements. Throws ConnectionError.
   QueueSession(const std::string& db_url, std::string queue);
+  // libpq holds a pointer to the session (its notice receiver).
+  QueueSession(const QueueSession&) = delete;
+  QueueSession& operator=(const QueueSession&) = delete;
 
   const std::string& queue() const noexcept { return queue_; }
   PGconn* conn() const noexcept { return conn_.get(); }
   bool alive() const noexcept { return conn_.alive(); }
   // Whether the session is still there, as far as can be told without a
-  // round trip: reads what the server sent meanwhile (a terminated backend
-  // says so, then closes the connection). A session gone took the queue's
-  // lock with it.
+  // round trip: reads what the server sent meanwhile. A terminated backend
+  // sends a FATAL error, releases its locks, and only then closes the
+  // connection, so the FATAL is what counts: a session that said it is
+  // ending has already given up the queue's lock.
   bool still_connected();
 
   // Looks up (or creates) the queue. Throws on failure; returns false if the
@@ -117,6 +121,8 @@ class QueueSession {
   std::int64_t handled_ = 0;
   std::int64_t recovery_until_ = 0;
   bool lock_requested_ = false;
+  // The server sent a FATAL or PANIC error while the session was idle.
+  bool ending_ = false;
 };
 
 }  // namespace pgjobq
