@@ -101,6 +101,17 @@ void DatabaseTest::SetUp() {
   exec_or_fail(admin.get(),
                "CREATE DATABASE " + db_name_ + " TEMPLATE " + kTemplate);
   db_url_ = database_url(db_name_);
+  // Every test database shares one Redis, and so the job channels
+  // (pgjobq/job-<id>): give each its own range of job ids, far above the
+  // ids tests use for jobs that do not exist, so that no test hears another
+  // test's job on its channel.
+  std::uniform_int_distribution<std::int64_t> range(1, 1000000);
+  std::mt19937_64 rng{std::random_device{}()};
+  PgConnPtr conn = connect();
+  exec_or_fail(conn.get(),
+               "ALTER TABLE pgjobq.jobs ALTER COLUMN id RESTART "
+               "WITH " +
+                   std::to_string(range(rng) * 1000000000));
 }
 
 void DatabaseTest::TearDown() {
