@@ -1,6 +1,7 @@
 // The enqueue path: validate everything, then one statement in the caller's
-// transaction. The SQL is pgjobq.insert_jobs, in
-// src/sql/migrations/002_insert_jobs_function.sql (as replaced by 003).
+// transaction. The SQL is pgjobq.insert_job for one job
+// (src/sql/migrations/004_cheaper_enqueue.sql) and pgjobq.insert_jobs for a
+// batch (002_insert_jobs_function.sql, as replaced by 003).
 
 #include "pgjobq/enqueue.h"
 
@@ -65,13 +66,13 @@ std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
                                  const EnqueueOptions& options) {
   validate_queue_name(queue);
   check_limit(options.limit);
-  std::string payload = "[";
-  payload += serialize_payload(data, options.max_payload_bytes, "job data");
-  payload += ']';
+  pg::Param params[] = {
+      pg::param(queue), pg::param(options.limit),
+      serialize_payload(data, options.max_payload_bytes, "job data")};
   try {
-    auto ids = insert(db, queue, std::move(payload), 1, options.limit);
-    if (!ids) return std::nullopt;
-    return ids->front();
+    pg::Result row = pg::exec(db, sql::kInsertJob, params);
+    if (row.is_null(0, 0)) return std::nullopt;  // the limit refused
+    return JobId{row.int64(0, 0)};
   } catch (...) {
     rethrow_with_context("enqueue on queue \"" + std::string(queue) + "\"");
   }

@@ -13,6 +13,14 @@ namespace pgjobq::sql {
 
 // ---------------------------------------------------------------- enqueue
 
+// $1 queue name, $2 limit, $3 jsonb payload. Enqueues one job: returns its
+// id, or NULL when the limit refuses. pgjobq.insert_job, in
+// src/sql/migrations/004_cheaper_enqueue.sql, keeps insert_jobs'
+// invariants (below) with one UPDATE and one INSERT.
+inline constexpr pg::Statement kInsertJob{"pgjobq_insert_job", R"sql(
+SELECT pgjobq.insert_job($1, $2::bigint, $3::jsonb)
+)sql"};
+
 // $1 queue name, $2 limit, $3 jsonb array of payloads, $4 its length.
 // Returns (id, position) per job, or no rows when the limit refuses. The
 // work, and the invariants it keeps (FIFO by commit order, the exact limit,
