@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 
@@ -18,7 +19,7 @@ const pg::Statement* const kWorkerStatements[] = {
     &sql::kClaimJobs,   &sql::kFinishJobs, &sql::kRequeueJobs,
     &sql::kReleaseJobs, &sql::kNoteError,  &sql::kBegin,
     &sql::kCommit,      &sql::kRollback,   &sql::kResumePoint,
-    &sql::kQueueId,     &sql::kLockQueue};
+    &sql::kQueueId,     &sql::kLockQueue,  &sql::kOnlyIndexSeeks};
 
 std::vector<ClaimedJob> parse_claimed(const pg::Result& rows) {
   std::vector<ClaimedJob> jobs;
@@ -156,10 +157,13 @@ void QueueSession::resume() {
 
 std::vector<ClaimedJob> QueueSession::claim(std::int64_t after, int limit,
                                             int max_attempts) {
-  pg::Param params[] = {pg::param(std::int64_t{queue_id_}), pg::param(after),
-                        claim_params_limit(limit),
-                        pg::param(std::int64_t{max_attempts})};
-  return parse_claimed(conn_.exec(sql::kClaimJobs, params));
+  pg::Call calls[] = {
+      {&sql::kOnlyIndexSeeks, {}},
+      {&sql::kClaimJobs,
+       {pg::param(std::int64_t{queue_id_}), pg::param(after),
+        claim_params_limit(limit), pg::param(std::int64_t{max_attempts})}}};
+  // One implicit transaction, up to the pipeline's sync.
+  return parse_claimed(pg::run_pipeline(conn_, calls)[1]);
 }
 
 FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
@@ -206,32 +210,35 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   std::vector<pg::Call> calls;
   int statements = (finish.empty() ? 0 : 1) + (requeue.empty() ? 0 : 1) +
                    (release.empty() ? 0 : 1) + (claim_limit > 0 ? 1 : 0);
-  // One statement commits atomically on its own; several need a
-  // transaction, which the pipeline opens and commits in the same trip.
+  // The pipeline runs as one implicit transaction up to its sync, so one
+  // statement (after kOnlyIndexSeeks) commits atomically as it is; several
+  // are wrapped in BEGIN ... COMMIT, in the same trip, to say so.
   bool wrap = !in_transaction && statements > 1;
+  if (statements == 0 && !in_transaction) return {};
   if (wrap) calls.push_back({&sql::kBegin, {}});
-  int finish_at = -1, claim_at = -1;
+  calls.push_back({&sql::kOnlyIndexSeeks, {}});
+  // Adds a statement; returns where its result will be.
+  auto add = [&](const pg::Statement& statement, std::vector<pg::Param> p) {
+    calls.push_back({&statement, std::move(p)});
+    return calls.size() - 1;
+  };
+  std::optional<std::size_t> finish_at, requeue_at, release_at, claim_at;
   if (!finish.empty()) {
-    finish_at = static_cast<int>(calls.size());
-    calls.push_back({&sql::kFinishJobs, {queue_id, storable_json(finish)}});
+    finish_at = add(sql::kFinishJobs, {queue_id, storable_json(finish)});
   }
   if (!requeue.empty()) {
-    calls.push_back({&sql::kRequeueJobs, {queue_id, storable_json(requeue)}});
+    requeue_at = add(sql::kRequeueJobs, {queue_id, storable_json(requeue)});
   }
   if (!release.empty()) {
-    calls.push_back({&sql::kReleaseJobs, {queue_id, storable_json(release)}});
+    release_at = add(sql::kReleaseJobs, {queue_id, storable_json(release)});
   }
   if (claim_limit > 0) {
-    claim_at = static_cast<int>(calls.size());
-    calls.push_back(
-        {&sql::kClaimJobs,
-         {queue_id, pg::param(claim_after), claim_params_limit(claim_limit),
-          pg::param(std::int64_t{max_attempts})}});
+    claim_at = add(sql::kClaimJobs, {queue_id, pg::param(claim_after),
+                                     claim_params_limit(claim_limit),
+                                     pg::param(std::int64_t{max_attempts})});
   }
   if (wrap || in_transaction) calls.push_back({&sql::kCommit, {}});
 
-  FlushResult out;
-  if (calls.empty()) return out;
   std::vector<pg::Result> results;
   try {
     results = pg::run_pipeline(conn_, calls);
@@ -242,9 +249,10 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
     }
     throw;
   }
+  FlushResult out;
   int applied = 0;
-  if (finish_at >= 0) {
-    const pg::Result& done = results[static_cast<std::size_t>(finish_at)];
+  if (finish_at) {
+    const pg::Result& done = results[*finish_at];
     for (int r = 0; r < done.rows(); ++r) {
       std::int64_t id = done.int64(r, 0);
       const Outcome* o = by_id.at(id);
@@ -256,14 +264,10 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   }
   // Requeues and releases that did not apply are stale as well; their
   // counts come from the rows each statement returned.
-  std::size_t index = wrap ? 1 : 0;
-  if (finish_at >= 0) ++index;
-  if (!requeue.empty()) applied += results[index++].rows();
-  if (!release.empty()) applied += results[index++].rows();
+  if (requeue_at) applied += results[*requeue_at].rows();
+  if (release_at) applied += results[*release_at].rows();
   out.stale = static_cast<int>(outcomes.size()) - applied;
-  if (claim_at >= 0) {
-    out.claimed = parse_claimed(results[static_cast<std::size_t>(claim_at)]);
-  }
+  if (claim_at) out.claimed = parse_claimed(results[*claim_at]);
   return out;
 }
 

@@ -118,13 +118,30 @@ SELECT job.state, EXISTS (SELECT 1 FROM cancelled) FROM job
 // names the rows it changes as `id = ANY (ARRAY(...))`, which a generic plan
 // turns into primary-key lookups; a join against jsonb_to_recordset or a
 // CTE alone was planned as a scan of the queue or the table, and slowed as
-// the backlog or the table grew.
+// the backlog or the table grew. The fence `queue_id + 0 = $1` is written so
+// that it is not an index condition: on an index of its own it would offer
+// the planner a scan of the whole queue. They run after kOnlyIndexSeeks.
 //
 // Only the worker holding a queue's advisory lock runs these for that
 // queue. Every change to a claimed job is fenced by (state, attempts): if
 // the job is no longer the attempt this worker claimed, nothing happens and
 // the caller learns it from the rows returned. That is what makes
 // completion recorded exactly once.
+
+// Runs first in every transaction of the worker's claims and outcomes, and
+// lasts until it ends. Those statements are prepared once per session and
+// soon run on a cached generic plan, made from whatever PostgreSQL knew when
+// it made it: made on a tiny table (a fresh install, a quiet queue), it
+// chose a bitmap scan or a sequential scan and kept it after the backlog
+// grew to thousands of jobs, reading all of them for every claim. Each
+// statement below is written to be answered by index seeks alone (the head
+// by (queue_id, position), every other job by its id), so ruling out the
+// other scans keeps every plan a seek, whatever the statistics say. The
+// handler's own SQL never runs under these settings.
+inline constexpr pg::Statement kOnlyIndexSeeks{"pgjobq_only_index_seeks", R"sql(
+SELECT set_config('enable_seqscan', 'off', true),
+       set_config('enable_bitmapscan', 'off', true)
+)sql"};
 
 // $1 queue name. The queue's id, creating the queue if needed (autocommit).
 inline constexpr pg::Statement kQueueId{"pgjobq_queue_id", R"sql(
@@ -222,7 +239,7 @@ WITH done AS (
       finished_at = clock_timestamp()
   FROM jsonb_to_recordset($2::jsonb)
        AS c (id bigint, attempt int, state text, result jsonb, error text)
-  WHERE j.id = c.id AND j.queue_id = $1 AND j.attempts = c.attempt
+  WHERE j.id = c.id AND j.queue_id + 0 = $1 AND j.attempts = c.attempt
     AND j.state IN ('running', 'pending')
     AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint
                           FROM jsonb_array_elements($2::jsonb) e))
@@ -251,7 +268,8 @@ WITH moving AS (
   FROM pgjobq.jobs j
   JOIN jsonb_to_recordset($2::jsonb) AS c (id bigint, attempt int)
     ON c.id = j.id
-  WHERE j.queue_id = $1 AND j.state = 'running' AND j.attempts = c.attempt
+  WHERE j.queue_id + 0 = $1 AND j.state = 'running'
+    AND j.attempts = c.attempt
     AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint
                           FROM jsonb_array_elements($2::jsonb) e))
 ), queue AS (
@@ -289,7 +307,7 @@ SET state = 'pending',
                       ELSE j.started_at END
 FROM jsonb_to_recordset($2::jsonb)
      AS c (id bigint, attempt int, error text, uncount boolean)
-WHERE j.id = c.id AND j.queue_id = $1 AND j.state = 'running'
+WHERE j.id = c.id AND j.queue_id + 0 = $1 AND j.state = 'running'
   AND j.attempts = c.attempt
   AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint
                         FROM jsonb_array_elements($2::jsonb) e))

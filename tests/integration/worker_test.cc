@@ -633,6 +633,81 @@ TEST_F(WorkerTest, DeepBacklogIsProcessedInOrderInBatches) {
   EXPECT_EQ(query_job(conn.get(), ids->back())->result, json(4999));
 }
 
+// The worker's statements are prepared once per session and soon run on a
+// cached generic plan, made from whatever PostgreSQL knew at the time. A
+// worker that starts on a tiny table and then meets a deep backlog must
+// still claim and complete each job with index seeks, not with a scan of
+// the whole backlog (a plan made for a tiny table did that: 10 ms a claim
+// behind 20,000 jobs). Measured in buffers, by PostgreSQL itself, on the
+// worker's own session: the handler of a probe job at the head of the
+// backlog runs the worker's prepared claim and completion, rolled back.
+TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
+  PgConnPtr conn = connect();
+  std::string q = queue("plans");
+  std::map<std::string, int> buffers;  // statement -> buffers it touched
+  std::string error;
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    if (job.data != "probe") return HandlerResult::complete();
+    auto value = [&](const std::string& sql) {
+      PGresult* r = PQexec(job.db, sql.c_str());
+      std::string v;
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        v = PQgetvalue(r, 0, 0);
+      } else {
+        error += sql + ": " + PQresultErrorMessage(r);
+      }
+      PQclear(r);
+      return v;
+    };
+    std::string id = std::to_string(job.id.value);
+    std::string queue_id =
+        value("SELECT queue_id FROM pgjobq.jobs WHERE id = " + id);
+    std::string position =
+        value("SELECT position FROM pgjobq.jobs WHERE id = " + id);
+    std::string next =
+        value("SELECT min(id) FROM pgjobq.jobs WHERE queue_id = " + queue_id +
+              " AND position > " + position);
+    std::map<std::string, std::string> runs = {
+        {"claim",
+         "pgjobq_claim_jobs(" + queue_id + ", " + position + ", 1, 25)"},
+        {"finish", "pgjobq_finish_jobs(" + queue_id + ", '[{\"id\": " + next +
+                       ", \"attempt\": 0, \"state\": \"completed\"}]')"}};
+    PQclear(PQexec(job.db, "BEGIN"));
+    for (const auto& [name, call] : runs) {
+      json plan = json::parse(
+          value("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE " + call));
+      buffers[name] = plan[0]["Plan"]["Shared Hit Blocks"].get<int>() +
+                      plan[0]["Plan"]["Shared Read Blocks"].get<int>();
+    }
+    PQclear(PQexec(job.db, "ROLLBACK"));
+    return HandlerResult::complete();
+  });
+  RedisLink redis(test::redis_url());
+  // Plans made on a tiny table: a few dozen jobs, one at a time, are more
+  // than the five runs after which PostgreSQL settles on a generic plan.
+  for (int i = 0; i < 30; ++i) {
+    JobId id = enqueue(conn.get(), q, json(i));
+    notify(redis, q);
+    ASSERT_TRUE(
+        wait_until([&] { return state_of(id) == JobState::completed; }));
+  }
+  // The probe, with 20,000 jobs behind it.
+  PQclear(PQexec(conn.get(), "BEGIN"));
+  JobId probe = enqueue(conn.get(), q, json("probe"));
+  std::vector<json> backlog(20000, json("later"));
+  ASSERT_TRUE(enqueue_many(conn.get(), q, backlog, {.limit = 100000}));
+  PQclear(PQexec(conn.get(), "COMMIT"));
+  notify(redis, q);
+  ASSERT_TRUE(wait_until([&] { return state_of(probe) == JobState::completed; },
+                         milliseconds(30000)));
+  worker.join();
+  EXPECT_EQ(error, "");
+  ASSERT_EQ(buffers.size(), 2u);
+  // A seek touches a handful of buffers; a scan of the backlog, hundreds.
+  EXPECT_LT(buffers["claim"], 100) << "claiming one job behind 20,000";
+  EXPECT_LT(buffers["finish"], 100) << "completing one job behind 20,000";
+}
+
 TEST_F(WorkerTest, RefusesBadOptions) {
   Handler ok = [](const JobContext&) { return HandlerResult::complete(); };
   auto o = options({"a", "a"});
