@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <system_error>
+#include <thread>
 
 #include "cli/common.h"
 #include "cli/json_input.h"
@@ -429,11 +430,21 @@ CommandOutcome CommandRunner::run(
 HandlerResult CommandRunner::handle(const JobContext& job) {
   std::string input =
       job.data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  CommandOutcome out = run(input,
-                           {{"PGJOBQ_JOB_ID", std::to_string(job.id.value)},
-                            {"PGJOBQ_QUEUE", std::string(job.queue)},
-                            {"PGJOBQ_ATTEMPT", std::to_string(job.attempt)}},
-                           job.stop);
+  CommandOutcome out;
+  try {
+    out = run(input,
+              {{"PGJOBQ_JOB_ID", std::to_string(job.id.value)},
+               {"PGJOBQ_QUEUE", std::string(job.queue)},
+               {"PGJOBQ_ATTEMPT", std::to_string(job.attempt)}},
+              job.stop);
+  } catch (...) {
+    wait_for_exit_if_killed();
+    throw;
+  }
+  // A command killed by kill_all() did not fail: the process is exiting,
+  // and the job must stay as it is, to run again. Returning would let the
+  // worker record the kill as the job's error first.
+  wait_for_exit_if_killed();
   std::string job_label = "job " + std::to_string(job.id.value);
   if (out.output_left_open) {
     log(LogLevel::warning,
@@ -467,6 +478,14 @@ HandlerResult CommandRunner::handle(const JobContext& job) {
     throw Error(description_ + " exited 0, but " + e.what() +
                 " (stdout began \"" + escape_bytes(out.output, 60) + "\")");
   }
+}
+
+void CommandRunner::wait_for_exit_if_killed() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!killed_) return;
+  }
+  while (true) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 void CommandRunner::kill_all() noexcept {

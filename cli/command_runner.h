@@ -77,7 +77,8 @@ class CommandRunner {
       std::stop_token stop);
 
   // SIGKILLs the process group of every running command, and refuses to
-  // start more. For the second SIGTERM: the process exits right after.
+  // start more. For the second SIGTERM: the process exits right after, and
+  // handle() never returns from then on.
   void kill_all() noexcept;
 
   // "sh -c ..." for messages, escaped and shortened.
@@ -89,6 +90,9 @@ class CommandRunner {
   std::size_t max_output_;
   std::chrono::milliseconds kill_grace_;
   std::string description_;
+
+  // After kill_all(): blocks until the process exits.
+  void wait_for_exit_if_killed();
 
   std::mutex mutex_;
   std::set<pid_t> running_;  // process groups (= leader pids), not reaped
