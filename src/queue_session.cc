@@ -19,7 +19,7 @@ const pg::Statement* const kWorkerStatements[] = {
     &sql::kClaimJobs,   &sql::kFinishJobs, &sql::kRequeueJobs,
     &sql::kReleaseJobs, &sql::kNoteError,  &sql::kBegin,
     &sql::kCommit,      &sql::kRollback,   &sql::kResumePoint,
-    &sql::kQueueId,     &sql::kLockQueue,  &sql::kOnlyIndexSeeks};
+    &sql::kQueueId,     &sql::kLockQueue,  &sql::kSeekPlans};
 
 std::vector<ClaimedJob> parse_claimed(const pg::Result& rows) {
   std::vector<ClaimedJob> jobs;
@@ -158,7 +158,7 @@ void QueueSession::resume() {
 std::vector<ClaimedJob> QueueSession::claim(std::int64_t after, int limit,
                                             int max_attempts) {
   pg::Call calls[] = {
-      {&sql::kOnlyIndexSeeks, {}},
+      {&sql::kSeekPlans, {}},
       {&sql::kClaimJobs,
        {pg::param(std::int64_t{queue_id_}), pg::param(after),
         claim_params_limit(limit), pg::param(std::int64_t{max_attempts})}}};
@@ -211,12 +211,12 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   int statements = (finish.empty() ? 0 : 1) + (requeue.empty() ? 0 : 1) +
                    (release.empty() ? 0 : 1) + (claim_limit > 0 ? 1 : 0);
   // The pipeline runs as one implicit transaction up to its sync, so one
-  // statement (after kOnlyIndexSeeks) commits atomically as it is; several
+  // statement (after kSeekPlans) commits atomically as it is; several
   // are wrapped in BEGIN ... COMMIT, in the same trip, to say so.
   bool wrap = !in_transaction && statements > 1;
   if (statements == 0 && !in_transaction) return {};
   if (wrap) calls.push_back({&sql::kBegin, {}});
-  calls.push_back({&sql::kOnlyIndexSeeks, {}});
+  calls.push_back({&sql::kSeekPlans, {}});
   // Adds a statement; returns where its result will be.
   auto add = [&](const pg::Statement& statement, std::vector<pg::Param> p) {
     calls.push_back({&statement, std::move(p)});

@@ -120,7 +120,7 @@ SELECT job.state, EXISTS (SELECT 1 FROM cancelled) FROM job
 // CTE alone was planned as a scan of the queue or the table, and slowed as
 // the backlog or the table grew. The fence `queue_id + 0 = $1` is written so
 // that it is not an index condition: on an index of its own it would offer
-// the planner a scan of the whole queue. They run after kOnlyIndexSeeks.
+// the planner a scan of the whole queue. They run after kSeekPlans.
 //
 // Only the worker holding a queue's advisory lock runs these for that
 // queue. Every change to a claimed job is fenced by (state, attempts): if
@@ -129,18 +129,25 @@ SELECT job.state, EXISTS (SELECT 1 FROM cancelled) FROM job
 // completion recorded exactly once.
 
 // Runs first in every transaction of the worker's claims and outcomes, and
-// lasts until it ends. Those statements are prepared once per session and
-// soon run on a cached generic plan, made from whatever PostgreSQL knew when
-// it made it: made on a tiny table (a fresh install, a quiet queue), it
-// chose a bitmap scan or a sequential scan and kept it after the backlog
-// grew to thousands of jobs, reading all of them for every claim. Each
-// statement below is written to be answered by index seeks alone (the head
-// by (queue_id, position), every other job by its id), so ruling out the
-// other scans keeps every plan a seek, whatever the statistics say. The
-// handler's own SQL never runs under these settings.
-inline constexpr pg::Statement kOnlyIndexSeeks{"pgjobq_only_index_seeks", R"sql(
+// lasts until it ends; the handler's own SQL never runs under it. Those
+// statements are prepared once per session, and PostgreSQL then picks each
+// time between a fresh plan for the values at hand and a cached generic
+// one, from what its statistics say:
+//  - made on a tiny table (a fresh install, the first jobs of the day), the
+//    generic plans were a bitmap scan of every unfinished job of the queue
+//    plus a sort (the claim) and a scan of the queue's index (a
+//    completion), and stayed after the backlog grew to thousands of jobs;
+//  - the claim, its LIMIT a parameter, was never found cheaper generic than
+//    fresh, so it was planned again at every call, which cost more than
+//    running it.
+// Each statement below is written to be answered by index seeks alone (the
+// head by (queue_id, position), every other job by its id). Ruling out the
+// other scans and always using the generic plan makes every plan a seek,
+// made once per session, whatever the statistics say.
+inline constexpr pg::Statement kSeekPlans{"pgjobq_seek_plans", R"sql(
 SELECT set_config('enable_seqscan', 'off', true),
-       set_config('enable_bitmapscan', 'off', true)
+       set_config('enable_bitmapscan', 'off', true),
+       set_config('plan_cache_mode', 'force_generic_plan', true)
 )sql"};
 
 // $1 queue name. The queue's id, creating the queue if needed (autocommit).

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -638,13 +639,16 @@ TEST_F(WorkerTest, DeepBacklogIsProcessedInOrderInBatches) {
 // worker that starts on a tiny table and then meets a deep backlog must
 // still claim and complete each job with index seeks, not with a scan of
 // the whole backlog (a plan made for a tiny table did that: 10 ms a claim
-// behind 20,000 jobs). Measured in buffers, by PostgreSQL itself, on the
-// worker's own session: the handler of a probe job at the head of the
-// backlog runs the worker's prepared claim and completion, rolled back.
+// behind 20,000 jobs); and they must be planned once, not at every call.
+// Measured by PostgreSQL itself, on the worker's own session: the handler
+// of a probe job at the head of the backlog reads the plan counts of the
+// worker's prepared statements, then runs its claim and completion (rolled
+// back) and counts the buffers they touch.
 TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
   PgConnPtr conn = connect();
   std::string q = queue("plans");
   std::map<std::string, int> buffers;  // statement -> buffers it touched
+  std::string plans;  // "name generic custom" of the worker's statements
   std::string error;
   BackgroundWorker worker(options({q}), [&](const JobContext& job) {
     if (job.data != "probe") return HandlerResult::complete();
@@ -667,12 +671,19 @@ TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
     std::string next =
         value("SELECT min(id) FROM pgjobq.jobs WHERE queue_id = " + queue_id +
               " AND position > " + position);
+    // Planned once for the session, never again per call.
+    plans = value(
+        "SELECT string_agg(name || ' ' || generic_plans::text || ' ' || "
+        "custom_plans::text, ', ' ORDER BY name) FROM pg_prepared_statements "
+        "WHERE name IN ('pgjobq_claim_jobs', 'pgjobq_finish_jobs')");
     std::map<std::string, std::string> runs = {
         {"claim",
          "pgjobq_claim_jobs(" + queue_id + ", " + position + ", 1, 25)"},
         {"finish", "pgjobq_finish_jobs(" + queue_id + ", '[{\"id\": " + next +
                        ", \"attempt\": 0, \"state\": \"completed\"}]')"}};
+    // Under the settings the worker runs them with: its generic plans.
     PQclear(PQexec(job.db, "BEGIN"));
+    value("EXECUTE pgjobq_seek_plans");
     for (const auto& [name, call] : runs) {
       json plan = json::parse(
           value("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE " + call));
@@ -706,6 +717,11 @@ TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
   // A seek touches a handful of buffers; a scan of the backlog, hundreds.
   EXPECT_LT(buffers["claim"], 100) << "claiming one job behind 20,000";
   EXPECT_LT(buffers["finish"], 100) << "completing one job behind 20,000";
+  // Dozens of claims and completions, all on the one generic plan each.
+  EXPECT_TRUE(
+      std::regex_match(plans, std::regex("pgjobq_claim_jobs [1-9][0-9]* 0, "
+                                         "pgjobq_finish_jobs [1-9][0-9]* 0")))
+      << "generic and custom plans: " << plans;
 }
 
 TEST_F(WorkerTest, RefusesBadOptions) {
