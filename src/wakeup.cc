@@ -95,10 +95,11 @@ void Wakeups::clear(std::size_t queue) {
   slot.woken = false;
 }
 
-void Wakeups::wait(std::size_t queue, std::chrono::milliseconds timeout) {
+bool Wakeups::wait(std::size_t queue, std::chrono::microseconds timeout) {
   Slot& slot = *slots_[queue];
   std::unique_lock lock(slot.mutex);
   slot.cv.wait_for(lock, timeout, [&] { return slot.woken || stop_.is_set(); });
+  return slot.woken;
 }
 
 void Wakeups::wake(std::size_t queue) {

@@ -57,8 +57,8 @@ class Wakeups {
   void clear(std::size_t queue);
 
   // Waits until queue i is woken (since the last clear), `timeout` passes,
-  // or stop is set.
-  void wait(std::size_t queue, std::chrono::milliseconds timeout);
+  // or stop is set. Returns whether it was woken.
+  bool wait(std::size_t queue, std::chrono::microseconds timeout);
 
   // Waits for the subscriber thread to end (after stop is set).
   void join();

@@ -222,9 +222,12 @@ class Runner {
           // looking for more are one round trip.
           w_.wakeups->clear(index_);
           if (!done_.empty()) {
-            commit(s, /*claim_more=*/true, /*in_transaction=*/false);
+            hold_for_next_job();
+            commit(s, /*claim_more=*/!w_.stop.is_set(),
+                   /*in_transaction=*/false);
           } else {
-            take(s.claim(cursor_, claim_limit(), options_.max_attempts));
+            int limit = claim_limit();
+            take(s.claim(cursor_, limit, options_.max_attempts), limit);
           }
           if (!batch_.empty()) continue;
         }
@@ -301,11 +304,44 @@ class Runner {
     return std::clamp(static_cast<int>(per_commit), 1, options_.max_batch);
   }
 
-  void take(std::vector<ClaimedJob> jobs) {
+  // Takes claimed jobs, and keeps the two facts hold_for_next_job() needs:
+  // whether that claim emptied the queue, and how fast jobs arrive.
+  void take(std::vector<ClaimedJob> jobs, int limit) {
+    drained_ = static_cast<int>(jobs.size()) < limit;
+    if (!jobs.empty()) {
+      auto now = SteadyClock::now();
+      if (last_arrival_) {
+        auto gap = std::chrono::duration_cast<std::chrono::microseconds>(
+                       now - *last_arrival_) /
+                   static_cast<long>(jobs.size());
+        arrival_gap_us_ =
+            0.7 * arrival_gap_us_ + 0.3 * static_cast<double>(gap.count());
+      }
+      last_arrival_ = now;
+    }
     for (ClaimedJob& j : jobs) {
       cursor_ = std::max(cursor_, j.position);
       batch_.push_back(std::move(j));
     }
+  }
+
+  // Called with outcomes to commit and nothing left to run. When the last
+  // claim emptied the queue but jobs have been arriving faster than the
+  // commit delay, the next one is probably a moment away: committing now
+  // would find the queue empty, and its claim would cost a commit (a WAL
+  // flush) of its own. So wait for the next wake-up, within the commit
+  // delay, and commit these outcomes with its claim: one flush for both.
+  // Call after clearing the wake flag; clears it again if woken.
+  void hold_for_next_job() {
+    if (!drained_ ||
+        arrival_gap_us_ >=
+            static_cast<double>(options_.max_commit_delay.count())) {
+      return;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+        done_since_ + options_.max_commit_delay - SteadyClock::now());
+    if (left.count() <= 0) return;
+    if (w_.wakeups->wait(index_, left)) w_.wakeups->clear(index_);
   }
 
   void add_done(Outcome outcome) {
@@ -327,8 +363,9 @@ class Runner {
   // finished. A lost connection propagates: nothing is published for an
   // uncertain commit, and the jobs run again if it did not happen.
   void commit(QueueSession& s, bool claim_more, bool in_transaction) {
-    FlushResult r = s.flush(done_, cursor_, claim_more ? claim_limit() : 0,
-                            options_.max_attempts, in_transaction);
+    int limit = claim_more ? claim_limit() : 0;
+    FlushResult r =
+        s.flush(done_, cursor_, limit, options_.max_attempts, in_transaction);
     done_.clear();
     if (r.stale > 0) {
       log(LogLevel::warning,
@@ -336,7 +373,7 @@ class Runner {
               " outcome(s) not recorded: the jobs had been taken over");
     }
     publish(r.finished);
-    take(std::move(r.claimed));
+    if (claim_more) take(std::move(r.claimed), limit);
   }
 
   HandlerRun run_handler(QueueSession& s, const ClaimedJob& job) {
@@ -513,6 +550,11 @@ class Runner {
   std::int64_t cursor_ = 0;          // claim after this position
   std::int64_t recovery_until_ = 0;  // one job per claim up to here
   double average_us_ = 2000.0;       // recent handler run time
+  // The last claim found fewer jobs than it asked for.
+  bool drained_ = true;
+  // Recent time between arriving jobs, and when the last ones came.
+  double arrival_gap_us_ = 1e9;
+  std::optional<SteadyClock::time_point> last_arrival_;
 
   std::optional<redis::Connection> publisher_;
   SteadyClock::time_point publisher_retry_;
