@@ -77,8 +77,11 @@ Result check(PGconn* conn, PGresult* raw) {
   std::string message =
       one_line(primary ? primary : PQresultErrorMessage(result.get()));
   std::string sqlstate = state ? state : "";
-  // An unmigrated database is the commonest first-run mistake; say so.
-  if (sqlstate == "3F000" || sqlstate == "42P01" || sqlstate == "42704") {
+  // An unmigrated database is the commonest first-run mistake, and a
+  // database behind its binary (a function the binary needs is missing)
+  // the commonest upgrade mistake; say so.
+  if (sqlstate == "3F000" || sqlstate == "42P01" || sqlstate == "42704" ||
+      sqlstate == "42883") {
     message += " (is the pgjobq schema missing? run `pgjobq migrate`)";
   }
   // Server-side failures that mean the session is over (admin shutdown,

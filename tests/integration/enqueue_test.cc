@@ -418,6 +418,20 @@ TEST_F(EnqueueTest, PayloadLimitIsConfigurable) {
   EXPECT_EQ(query_job(conn.get(), *id)->data, big);
 }
 
+// A binary newer than its database's schema (upgraded, not migrated).
+TEST_F(EnqueueTest, DatabaseBehindTheBinarySaysToMigrate) {
+  PgConnPtr conn = connect();
+  exec(conn.get(), "DROP FUNCTION pgjobq.insert_job");
+  try {
+    enqueue(conn.get(), "q", json(1));
+    FAIL() << "expected DatabaseError";
+  } catch (const DatabaseError& e) {
+    EXPECT_NE(std::string(e.what()).find("run `pgjobq migrate`"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(EnqueueTest, UnmigratedDatabaseSaysToMigrate) {
   PgConnPtr conn = connect();
   exec(conn.get(), "DROP SCHEMA pgjobq CASCADE");
