@@ -97,8 +97,9 @@ struct WorkerOptions {
   // database work commits exactly once, with the completion.
   bool transactional = false;
   // Batching (see docs/architecture.md): completions are committed together
-  // when handlers are fast. A result is committed and published at most
-  // this long after its handler returned (plus one handler's run time).
+  // when handlers are fast, and on a busy queue with the claim of the next
+  // job. A result is committed and published at most this long after its
+  // handler returned (plus one handler's run time).
   std::chrono::microseconds max_commit_delay = std::chrono::milliseconds(2);
   // At most this many jobs per claim and per commit.
   int max_batch = 64;
