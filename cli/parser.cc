@@ -184,6 +184,12 @@ void add_work_command(CLI::App& app, const ConnectionsPtr& c,
                   "With --on-error retry: the first back-off, doubling per "
                   "attempt up to a minute")
       ->capture_default_str();
+  sub->add_option("--dead-session-timeout", a->dead_session_timeout,
+                  "A connection to PostgreSQL silent this long (TCP "
+                  "keepalives, both ends; at least 1s) is dead: the server "
+                  "ends the session, a standby takes the queue over, and "
+                  "this worker stops its command and reconnects")
+      ->capture_default_str();
   commands.push_back(
       {sub, [c, command, a] { return work_command(*c, *a, command); }});
 }

@@ -158,6 +158,11 @@ int work_command(const Connections& c, const WorkArgs& a,
   o.retry_delay = std::chrono::ceil<milliseconds>(
       parse_duration(a.retry_delay, "--retry-delay"));
   o.max_retry_delay = std::max(o.max_retry_delay, o.retry_delay);
+  o.dead_session_timeout =
+      positive_duration(a.dead_session_timeout, "--dead-session-timeout");
+  if (o.dead_session_timeout < std::chrono::seconds(1)) {
+    throw usage_error("--dead-session-timeout: must be at least 1s");
+  }
   // A command costs a process start: batching saves little, and one job
   // at a time means each result is committed as soon as its command exits.
   o.max_batch = 1;

@@ -16,6 +16,7 @@ struct WorkArgs {
   int max_attempts = 25;
   std::string job_timeout;  // empty: no limit
   std::string retry_delay = "1";
+  std::string dead_session_timeout = "20";
 };
 
 // Serves the queues, running `command` once per job (CommandRunner), until

@@ -1,5 +1,6 @@
 #include <cstdlib>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,12 @@ std::string describe_target(const std::string& url, PGconn* conn) {
 }  // namespace
 
 PgConnPtr connect_database(std::string_view url_arg) {
+  return pg::connect(url_arg, {});
+}
+
+namespace pg {
+
+PgConnPtr connect(std::string_view url_arg, std::span<const Keyword> extra) {
   std::string url(url_arg);
   if (url.empty()) {
     if (const char* env = std::getenv("DATABASE_URL"); env) url = env;
@@ -77,6 +84,10 @@ PgConnPtr connect_database(std::string_view url_arg) {
   if (!timeout_env || !*timeout_env) {
     keys.push_back("connect_timeout");
     values.push_back("10");
+  }
+  for (const Keyword& k : extra) {
+    keys.push_back(k.name);
+    values.push_back(k.value.c_str());
   }
   keys.push_back("dbname");
   values.push_back(url.c_str());
@@ -93,6 +104,8 @@ PgConnPtr connect_database(std::string_view url_arg) {
   }
   return conn;
 }
+
+}  // namespace pg
 
 std::string redis_url_or_default(std::string_view url) {
   if (!url.empty()) return std::string(url);

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -44,6 +45,29 @@ std::string storable_json(const nlohmann::json& outcomes) {
                        nlohmann::json::error_handler_t::replace);
 }
 
+// Opens the worker's connection so that it gives up on a silent peer after
+// about `dead_after`, on both ends (TCP keepalives: probes start after half
+// of it, two more a quarter apart; whole seconds, as the settings take
+// them).
+pg::Connection open_session(const std::string& db_url,
+                            std::chrono::milliseconds dead_after) {
+  std::string idle_s =
+      std::to_string(std::max<long long>(1, dead_after.count() / 2000));
+  std::string interval_s =
+      std::to_string(std::max<long long>(1, dead_after.count() / 4000));
+  std::string count = "2";
+  std::string user_timeout_ms = std::to_string(dead_after.count());
+  pg::Keyword ours[] = {{"keepalives", "1"},
+                        {"keepalives_idle", idle_s},
+                        {"keepalives_interval", interval_s},
+                        {"keepalives_count", count},
+                        {"tcp_user_timeout", user_timeout_ms}};
+  pg::Connection conn = pg::Connection::open(db_url, ours);
+  pg::Param theirs[] = {idle_s, interval_s, count, user_timeout_ms};
+  conn.exec(sql::kSessionKeepalives, theirs);
+  return conn;
+}
+
 pg::Param claim_params_limit(int limit) {
   return pg::param(std::int64_t{limit});
 }
@@ -58,8 +82,9 @@ bool ends_session(const PGresult* message) {
 
 }  // namespace
 
-QueueSession::QueueSession(const std::string& db_url, std::string queue)
-    : queue_(std::move(queue)), conn_(pg::Connection::open(db_url)) {
+QueueSession::QueueSession(const std::string& db_url, std::string queue,
+                           std::chrono::milliseconds dead_after)
+    : queue_(std::move(queue)), conn_(open_session(db_url, dead_after)) {
   // libpq hands an error that arrives while no statement runs (a
   // terminated backend's goodbye) to the notice receiver. Notices of the
   // handler's own SQL still reach stderr, as libpq's default does.

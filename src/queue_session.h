@@ -58,8 +58,12 @@ struct FlushResult {
 
 class QueueSession {
  public:
-  // Connects and prepares the worker's statements. Throws ConnectionError.
-  QueueSession(const std::string& db_url, std::string queue);
+  // Connects and prepares the worker's statements. A connection that goes
+  // unanswered for about `dead_after` (TCP keepalives, both ends) counts
+  // as lost: the server ends the session, and this side sees the socket
+  // fail. Throws ConnectionError.
+  QueueSession(const std::string& db_url, std::string queue,
+               std::chrono::milliseconds dead_after);
   // libpq holds a pointer to the session (its notice receiver).
   QueueSession(const QueueSession&) = delete;
   QueueSession& operator=(const QueueSession&) = delete;

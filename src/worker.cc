@@ -146,7 +146,8 @@ class Runner {
   };
 
   void serve_when_holding_lock() {
-    QueueSession session(options_.db_url, queue_);
+    QueueSession session(options_.db_url, queue_,
+                         options_.dead_session_timeout);
     connected_once_ = true;
     while (!session.resolve_queue()) {
       // Another transaction is creating the queue right now.
@@ -661,6 +662,9 @@ Worker::Worker(WorkerOptions options, Handler handler)
   }
   if (options.max_batch < 1) {
     throw InvalidInput("worker: max_batch must be at least 1");
+  }
+  if (options.dead_session_timeout < std::chrono::seconds(1)) {
+    throw InvalidInput("worker: dead_session_timeout must be at least 1 s");
   }
   state_->redis_address =
       redis::parse_url(redis_url_or_default(options.redis_url));

@@ -103,6 +103,14 @@ struct WorkerOptions {
   std::chrono::microseconds max_commit_delay = std::chrono::milliseconds(2);
   // At most this many jobs per claim and per commit.
   int max_batch = 64;
+  // A connection to PostgreSQL that goes unanswered this long (TCP
+  // keepalives, set on both ends; at least 1 s, whole seconds) is dead: the
+  // server ends the session, which hands the queue to a standby, and the
+  // worker stops the running handler and reconnects. Without it, a network
+  // cut with no FIN or RST would keep the queue locked until the server's
+  // own TCP gave up, for hours. The URL's own keepalive settings win on the
+  // worker's side. Unix sockets cannot be cut this way and ignore it.
+  std::chrono::milliseconds dead_session_timeout = std::chrono::seconds(20);
 };
 
 // Thrown by Worker::run() under the crash policy after a handler error was

@@ -103,8 +103,9 @@ Result exec_script(PGconn* conn, const char* sql) {
   return check(conn, PQexec(conn, sql));
 }
 
-Connection Connection::open(std::string_view url) {
-  return Connection(connect_database(url));
+Connection Connection::open(std::string_view url,
+                            std::span<const Keyword> extra) {
+  return Connection(connect(url, extra));
 }
 
 void Connection::prepare(const Statement& statement) {

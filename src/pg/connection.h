@@ -85,11 +85,22 @@ inline Param param(std::string_view value) { return std::string(value); }
 inline Param param(const char* value) { return std::string(value); }
 inline Param param(bool value) { return value ? "t" : "f"; }
 
+// A libpq connection keyword and its value, such as {"keepalives", "1"}.
+struct Keyword {
+  const char* name;
+  std::string value;
+};
+
+// pgjobq::connect_database, with `extra` keywords. The URL's own settings
+// win over them. Throws ConnectionError. Thread-safe.
+PgConnPtr connect(std::string_view url, std::span<const Keyword> extra);
+
 // An owned connection that prepares statements on first use.
 class Connection {
  public:
-  // Connects to `url` (see pgjobq::connect_database). Throws ConnectionError.
-  static Connection open(std::string_view url);
+  // Connects to `url` (see pg::connect). Throws ConnectionError.
+  static Connection open(std::string_view url,
+                         std::span<const Keyword> extra = {});
 
   explicit Connection(PgConnPtr conn) noexcept : conn_(std::move(conn)) {}
 

@@ -150,6 +150,22 @@ SELECT set_config('enable_seqscan', 'off', true),
        set_config('plan_cache_mode', 'force_generic_plan', true)
 )sql"};
 
+// $1 seconds of silence before the first keepalive probe, $2 seconds
+// between probes, $3 unanswered probes, $4 milliseconds sent data may go
+// unacknowledged. For the rest of the worker's session. A worker cut off
+// from the server by the network (no FIN, no RST) would otherwise keep its
+// session, and the queue's lock with it, until the server's TCP gave up on
+// its own: over two hours, with the queue stuck and its standby waiting.
+// (The worker's side of the connection gets the same settings as libpq
+// keywords.) Ignored on a unix socket, which cannot be cut that way.
+inline constexpr pg::Statement kSessionKeepalives{"pgjobq_session_keepalives",
+                                                  R"sql(
+SELECT set_config('tcp_keepalives_idle', $1, false),
+       set_config('tcp_keepalives_interval', $2, false),
+       set_config('tcp_keepalives_count', $3, false),
+       set_config('tcp_user_timeout', $4, false)
+)sql"};
+
 // $1 queue name. The queue's id, creating the queue if needed (autocommit).
 inline constexpr pg::Statement kQueueId{"pgjobq_queue_id", R"sql(
 WITH created AS (

@@ -73,6 +73,7 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
       {"work", q, "--max-attempts", "0", "--", "true"},
       {"work", q, "--job-timeout", "0", "--", "true"},
       {"work", q, "--poll-interval", "soon", "--", "true"},
+      {"work", q, "--dead-session-timeout", "500ms", "--", "true"},
       {"work", q, "--", "/nonexistent/handler"},
       {"status", "--", "x", "y"},
   };

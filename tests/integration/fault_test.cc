@@ -8,6 +8,7 @@
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
 #include "pgjobq/worker.h"
+#include "support/network_cut.h"
 #include "support/services.h"
 #include "support/worker.h"
 
@@ -109,6 +110,59 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEnds) {
   std::optional<Job> job = query_job(conn.get(), id);
   EXPECT_EQ(job->attempts, 2);
   EXPECT_EQ(job->result, json(2));
+}
+
+// A network cut between the active worker and PostgreSQL that closes
+// nothing (packets silently dropped, as by a failed switch): neither end
+// hears of it, and without keepalives the server would keep the session,
+// and the queue's lock, for hours. Both ends must give the session up
+// within the dead-session timeout: the standby takes the queue over and
+// runs the job again, and the stale handler is told to stop.
+TEST_F(FaultTest, StandbyTakesOverWhenTheActiveWorkersNetworkIsCut) {
+  if (auto why = test::NetworkCut::unavailable()) GTEST_SKIP() << *why;
+  PgConnPtr conn = connect();
+  std::string q = queue("cut-network");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  std::atomic<int> port{0}, server_port{0};
+  std::atomic<bool> stopped{false};
+  WorkerOptions o = worker_options({q});
+  o.poll_interval = std::chrono::seconds(30);
+  o.dead_session_timeout = std::chrono::seconds(2);
+  BackgroundWorker active(o, [&](const JobContext& job) {
+    if (job.attempt == 1) {
+      PGresult* r =
+          PQexec(job.db, "SELECT inet_client_port(), inet_server_port()");
+      server_port = std::stoi(PQgetvalue(r, 0, 1));
+      port = std::stoi(PQgetvalue(r, 0, 0));
+      PQclear(r);
+      // Far longer than the test waits, unless stopped.
+      wait_until([&] { return job.stop.stop_requested(); },
+                 milliseconds(60000));
+      stopped = job.stop.stop_requested();
+    }
+    return HandlerResult::complete(json("active"));
+  });
+  ASSERT_TRUE(wait_until([&] { return port != 0; }));
+  // The standby queues for the lock before the cut.
+  BackgroundWorker standby(o, [&](const JobContext& job) {
+    return HandlerResult::complete(json(job.attempt));
+  });
+  ASSERT_TRUE(wait_until([&] {
+    return query_value(
+               "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+               "AND NOT granted AND database = (SELECT oid FROM pg_database "
+               "WHERE datname = current_database())") == "1";
+  }));
+  test::NetworkCut cut(port, server_port);
+  // About 3 s of silence (keepalives after 1 s, two probes 1 s apart) ends
+  // the session on the server; then the standby holds the queue.
+  ASSERT_TRUE(wait_until(
+      [&] { return query_job(conn.get(), id)->state == JobState::completed; },
+      milliseconds(20000)))
+      << "the cut session kept the queue";
+  EXPECT_EQ(query_job(conn.get(), id)->result, json(2));
+  EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(10000)))
+      << "the handler ran on after its session was cut";
 }
 
 }  // namespace

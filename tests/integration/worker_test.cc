@@ -736,6 +736,11 @@ TEST_F(WorkerTest, RefusesBadOptions) {
   o = options({"a"});
   o.redis_url = "http://nope";
   EXPECT_THROW(Worker(o, ok), InvalidInput);
+  o = options({"a"});
+  o.dead_session_timeout = milliseconds(500);  // keepalives count seconds
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+  o.dead_session_timeout = milliseconds(1000);
+  EXPECT_NO_THROW(Worker(o, ok));
 }
 
 TEST_F(WorkerTest, ShardQueueIsStableAndSpreadsKeys) {
