@@ -31,11 +31,13 @@ std::optional<std::string> NetworkCut::unavailable() {
   if (access(kNft, X_OK) != 0) {
     return std::string(kNft) + " is missing (Debian package nftables)";
   }
-  std::string probe = table_name();
-  if (nft("add table inet " + probe) != 0) {
-    return "nft cannot add a table here (needs root and nf_tables)";
+  // The very table, chain and rules a cut makes, for a connection that
+  // cannot exist (port 0).
+  try {
+    NetworkCut probe(0, 0);
+  } catch (const std::exception& e) {
+    return std::string(e.what()) + " (cuts need root and nf_tables)";
   }
-  nft("delete table inet " + probe);
   return std::nullopt;
 }
 
