@@ -418,33 +418,33 @@ TEST_F(EnqueueTest, PayloadLimitIsConfigurable) {
   EXPECT_EQ(query_job(conn.get(), *id)->data, big);
 }
 
+// The message of the DatabaseError an enqueue on queue "q" throws after
+// `sql` has broken the schema; empty (and a test failure) if none.
+std::string enqueue_error_after(PGconn* conn, const std::string& sql) {
+  exec(conn, sql);
+  try {
+    enqueue(conn, "q", json(1));
+  } catch (const DatabaseError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected DatabaseError after " << sql;
+  return "";
+}
+
 // A binary newer than its database's schema (upgraded, not migrated).
 TEST_F(EnqueueTest, DatabaseBehindTheBinarySaysToMigrate) {
   PgConnPtr conn = connect();
-  exec(conn.get(), "DROP FUNCTION pgjobq.insert_job");
-  try {
-    enqueue(conn.get(), "q", json(1));
-    FAIL() << "expected DatabaseError";
-  } catch (const DatabaseError& e) {
-    EXPECT_NE(std::string(e.what()).find("run `pgjobq migrate`"),
-              std::string::npos)
-        << e.what();
-  }
+  std::string error =
+      enqueue_error_after(conn.get(), "DROP FUNCTION pgjobq.insert_job");
+  EXPECT_NE(error.find("run `pgjobq migrate`"), std::string::npos) << error;
 }
 
 TEST_F(EnqueueTest, UnmigratedDatabaseSaysToMigrate) {
   PgConnPtr conn = connect();
-  exec(conn.get(), "DROP SCHEMA pgjobq CASCADE");
-  try {
-    enqueue(conn.get(), "q", json(1));
-    FAIL() << "expected DatabaseError";
-  } catch (const DatabaseError& e) {
-    EXPECT_NE(std::string(e.what()).find("pgjobq migrate"), std::string::npos)
-        << e.what();
-    EXPECT_NE(std::string(e.what()).find("enqueue on queue \"q\""),
-              std::string::npos)
-        << e.what();
-  }
+  std::string error =
+      enqueue_error_after(conn.get(), "DROP SCHEMA pgjobq CASCADE");
+  EXPECT_NE(error.find("pgjobq migrate"), std::string::npos) << error;
+  EXPECT_NE(error.find("enqueue on queue \"q\""), std::string::npos) << error;
 }
 
 // O(1) enqueue: the buffers an enqueue touches do not grow with the number
