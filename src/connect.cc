@@ -114,8 +114,8 @@ std::string redis_url_or_default(std::string_view url) {
 }
 
 RedisLink::RedisLink(std::string_view url, std::chrono::milliseconds timeout)
-    : impl_(std::make_unique<Impl>(
-          Impl{redis::parse_url(redis_url_or_default(url)), timeout, {}})) {}
+    : impl_(std::make_unique<Impl>(Impl{
+          redis::parse_url(redis_url_or_default(url)), timeout, {}, {}})) {}
 
 RedisLink::~RedisLink() = default;
 RedisLink::RedisLink(RedisLink&&) noexcept = default;

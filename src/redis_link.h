@@ -14,6 +14,11 @@ struct RedisLink::Impl {
   redis::Address address;
   std::chrono::milliseconds timeout;
   std::optional<redis::Connection> conn;
+  // wait_for_result's subscription, kept between waits: a connection per
+  // wait would cost a connect, a login and a socket in TIME_WAIT each, and
+  // a backend waiting for hundreds of results a second runs out of ports.
+  // Each wait subscribes to its job's channel and unsubscribes at the end.
+  std::optional<redis::Subscriber> subscriber;
 
   redis::Connection& connection() {
     if (!conn) conn.emplace(redis::Connection::open(address, timeout));

@@ -46,24 +46,69 @@ std::optional<nlohmann::json> read_outcome(PGconn* db, JobId id) {
   return std::nullopt;
 }
 
+// Subscribes the link's kept subscriber to `channel`, opening one if there
+// is none. A kept connection may have died since the last wait (Redis
+// restarted): then one try on a fresh one. Returns nullptr when Redis
+// cannot be reached: the caller polls.
+redis::Subscriber* subscribe(RedisLink::Impl& link, const std::string& channel,
+                             milliseconds timeout) {
+  std::string channels[] = {channel};
+  while (true) {
+    bool kept = link.subscriber.has_value();
+    try {
+      if (!kept) {
+        link.subscriber.emplace(redis::Subscriber::open(
+            link.address, std::clamp(timeout, milliseconds(1), link.timeout)));
+      }
+      link.subscriber->subscribe(channels, link.timeout);
+      return &*link.subscriber;
+    } catch (const ConnectionError& e) {
+      link.subscriber.reset();
+      if (kept) continue;
+      log(LogLevel::debug, std::string("waiting by polling: ") + e.what());
+      return nullptr;
+    }
+  }
+}
+
+// Waits up to `timeout` for a message on `channel`. Messages on other
+// channels, left over from earlier waits on the same link, are skipped.
+void await_message(redis::Subscriber& subscriber, const std::string& channel,
+                   milliseconds timeout) {
+  auto deadline = SteadyClock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::ceil<milliseconds>(deadline - SteadyClock::now());
+    if (left.count() <= 0) return;
+    auto message = subscriber.next(left);
+    if (!message || message->channel == channel) return;
+  }
+}
+
 }  // namespace
 
 nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
                                milliseconds timeout) {
   auto deadline = SteadyClock::now() + std::max(timeout, milliseconds(0));
   RedisLink::Impl& link = redis.impl();
-  std::optional<redis::Subscriber> subscriber;
-  try {
-    // Subscribe before the first read: a result published after this
-    // point wakes us; one committed before it is seen by the read.
-    subscriber.emplace(redis::Subscriber::open(
-        link.address, std::clamp(timeout, milliseconds(1), link.timeout)));
-    std::string channel[] = {job_channel(id)};
-    subscriber->subscribe(channel);
-  } catch (const ConnectionError& e) {
-    subscriber.reset();
-    log(LogLevel::debug, std::string("waiting by polling: ") + e.what());
-  }
+  std::string channel = job_channel(id);
+  // Subscribe before the first read: a result published after this point
+  // wakes us; one committed before it is seen by the read.
+  redis::Subscriber* subscriber = subscribe(link, channel, timeout);
+  // However the wait ends, the link stays subscribed to nothing of it.
+  struct Unsubscribe {
+    RedisLink::Impl& link;
+    redis::Subscriber*& subscriber;
+    const std::string& channel;
+    ~Unsubscribe() {
+      if (!subscriber) return;
+      try {
+        std::string channels[] = {channel};
+        subscriber->unsubscribe(channels);
+      } catch (const ConnectionError&) {
+        link.subscriber.reset();
+      }
+    }
+  } unsubscribe{link, subscriber, channel};
   milliseconds check = subscriber ? kSubscribedFirstCheck : kPollingFirstCheck;
   try {
     while (true) {
@@ -79,11 +124,12 @@ nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
       if (subscriber) {
         try {
           // A message or a timeout: either way, look again.
-          subscriber->next(wait);
+          await_message(*subscriber, channel, wait);
         } catch (const ConnectionError& e) {
           log(LogLevel::debug,
               std::string("Redis lost while waiting; polling: ") + e.what());
-          subscriber.reset();
+          link.subscriber.reset();
+          subscriber = nullptr;
           check = kPollingFirstCheck;
           continue;
         }

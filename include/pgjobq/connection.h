@@ -37,6 +37,13 @@ std::string redis_url_or_default(std::string_view url = {});
 // failure, so one link survives a Redis restart. Redis holds nothing that
 // matters to pgjobq: callers treat its failures as lost wake-ups.
 //
+// It holds up to two connections: one for PUBLISH, opened by the first
+// publish, and one in subscribe mode, opened by the first
+// wait_for_result() and kept for the next waits (each subscribes to its
+// job's channel and unsubscribes when it ends). Keep a link for as long as
+// the thread publishes or waits: one per wait would cost a connect and a
+// login each.
+//
 // Not thread-safe: use one link per thread.
 class RedisLink {
  public:

@@ -25,7 +25,8 @@ std::string job_channel(JobId id);
 // waits, so a job that finishes in between is still seen. A Redis message
 // only wakes the wait; the value returned is always read from PostgreSQL,
 // so a forged message changes nothing. If Redis is unreachable it polls
-// PostgreSQL with a bounded backoff instead.
+// PostgreSQL with a bounded backoff instead. The subscription's connection
+// stays open in `redis` for the next wait.
 //
 // Run it outside a transaction, or in a READ COMMITTED one: each check
 // needs to see newly committed jobs.

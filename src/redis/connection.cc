@@ -162,18 +162,7 @@ ReplyPtr Subscriber::buffered_reply() {
   return ReplyPtr(static_cast<redisReply*>(raw));
 }
 
-void Subscriber::ping() {
-  std::string_view args[] = {"PING"};
-  SigpipeGuard guard;
-  conn_.append(args);
-  int done = 0;
-  while (!done) {
-    if (redisBufferWrite(conn_.get(), &done) != REDIS_OK) {
-      throw ConnectionError("Redis at " + conn_.where() +
-                            ": PING failed: " + conn_.get()->errstr);
-    }
-  }
-}
+void Subscriber::ping() { send("PING", {}); }
 
 ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
                                 int wake_fd) {
@@ -219,24 +208,33 @@ std::string element_text(const redisReply* reply, std::size_t i) {
 
 }  // namespace
 
-void Subscriber::subscribe(std::span<const std::string> channels) {
-  if (channels.empty()) return;
-  std::vector<std::string_view> args{"SUBSCRIBE"};
+void Subscriber::send(std::string_view command,
+                      std::span<const std::string> channels) {
+  std::vector<std::string_view> args{command};
   for (const std::string& c : channels) args.push_back(c);
-  {
-    SigpipeGuard guard;
-    conn_.append(args);
-    int done = 0;
-    while (!done) {
-      if (redisBufferWrite(conn_.get(), &done) != REDIS_OK) {
-        throw ConnectionError("Redis at " + conn_.where() +
-                              ": SUBSCRIBE failed: " + conn_.get()->errstr);
-      }
+  SigpipeGuard guard;
+  conn_.append(args);
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(conn_.get(), &done) != REDIS_OK) {
+      throw ConnectionError("Redis at " + conn_.where() + ": " +
+                            std::string(command) +
+                            " failed: " + conn_.get()->errstr);
     }
   }
+}
+
+void Subscriber::subscribe(std::span<const std::string> channels,
+                           std::chrono::milliseconds timeout) {
+  if (channels.empty()) return;
+  send("SUBSCRIBE", channels);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::size_t confirmed = 0;
   while (confirmed < channels.size()) {
-    ReplyPtr reply = read_reply(std::chrono::milliseconds(5000), -1);
+    ReplyPtr reply =
+        read_reply(std::chrono::duration_cast<std::chrono::milliseconds>(
+                       deadline - std::chrono::steady_clock::now()),
+                   -1);
     if (!reply) {
       throw ConnectionError("Redis at " + conn_.where() +
                             ": no answer to SUBSCRIBE");
@@ -253,6 +251,10 @@ void Subscriber::subscribe(std::span<const std::string> channels) {
           {element_text(reply.get(), 1), element_text(reply.get(), 2)});
     }
   }
+}
+
+void Subscriber::unsubscribe(std::span<const std::string> channels) {
+  if (!channels.empty()) send("UNSUBSCRIBE", channels);
 }
 
 std::optional<Message> Subscriber::next(std::chrono::milliseconds timeout,

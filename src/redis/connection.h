@@ -84,10 +84,17 @@ class Subscriber {
   static Subscriber open(const Address& address,
                          std::chrono::milliseconds timeout);
 
-  // Subscribes to `channels` and waits for every confirmation. Messages on
-  // channels subscribed earlier that arrive meanwhile are kept for next().
-  // Throws ConnectionError.
-  void subscribe(std::span<const std::string> channels);
+  // Subscribes to `channels` and waits, at most `timeout`, for every
+  // confirmation. Messages on channels subscribed earlier that arrive
+  // meanwhile are kept for next(). Throws ConnectionError.
+  void subscribe(std::span<const std::string> channels,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Sends UNSUBSCRIBE for `channels` without waiting for Redis to confirm:
+  // the confirmations, and any message already on its way, come later and
+  // are skipped by next() (confirmations) or by the caller (messages, which
+  // name their channel). Throws ConnectionError.
+  void unsubscribe(std::span<const std::string> channels);
 
   // The next message, waiting at most `timeout`. Returns nullopt on timeout
   // or when `wake_fd` (if >= 0) becomes readable. Throws ConnectionError.
@@ -103,6 +110,8 @@ class Subscriber {
 
  private:
   explicit Subscriber(Connection conn) noexcept : conn_(std::move(conn)) {}
+  // Writes `command channels...` out, without reading any reply.
+  void send(std::string_view command, std::span<const std::string> channels);
   // A reply already read into hiredis's buffer, if any.
   ReplyPtr buffered_reply();
   // Waits up to `timeout` for a reply; nullptr on timeout or wake.

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -6,6 +7,7 @@
 #include "pgjobq/errors.h"
 #include "pgjobq/jobs.h"
 #include "pgjobq/worker.h"
+#include "redis/connection.h"
 #include "support/services.h"
 #include "support/worker.h"
 
@@ -31,6 +33,31 @@ class WaitTest : public test::DatabaseTest {
     PgConnPtr conn = connect();
     return query_job(conn.get(), id)->state == JobState::completed;
   }
+};
+
+// Asks a Redis server directly, for what only the server knows.
+class RedisProbe {
+ public:
+  explicit RedisProbe(const std::string& url)
+      : conn_(redis::Connection::open(redis::parse_url(url),
+                                      milliseconds(2000))) {}
+  // INFO's total_connections_received: connections the server ever took.
+  long connections_received() {
+    std::string_view args[] = {"INFO", "stats"};
+    redis::ReplyPtr reply = conn_.command(args);
+    std::string info(reply->str, reply->len);
+    std::string key = "total_connections_received:";
+    return std::stol(info.substr(info.find(key) + key.size()));
+  }
+  // How many clients are subscribed to `channel`.
+  long subscribers(const std::string& channel) {
+    std::string_view args[] = {"PUBSUB", "NUMSUB", channel};
+    redis::ReplyPtr reply = conn_.command(args);
+    return reply->element[1]->integer;
+  }
+
+ private:
+  redis::Connection conn_;
 };
 
 // A handler that waits for the test's go-ahead, so jobs finish when the
@@ -172,6 +199,77 @@ TEST_F(WaitTest, ForgedMessagesDoNotChangeWhatWaitReturns) {
   EXPECT_EQ(wait_for_result(conn.get(), redis, id, milliseconds(1000)),
             (json{{"real", true}}));
   EXPECT_EQ(query_job(conn.get(), id)->result, (json{{"real", true}}));
+}
+
+TEST_F(WaitTest, OneLinkWaitsOnOneConnectionAndLeavesNoSubscriptions) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  test::RedisServer redis_server;
+  BackgroundWorker worker(
+      options(q, redis_server.url()),
+      [](const JobContext& job) { return HandlerResult::complete(job.data); });
+  RedisLink notifier(redis_server.url());
+  RedisLink waiter(redis_server.url());
+  RedisProbe probe(redis_server.url());
+  // Once a first job is done, the worker and the notifier hold every
+  // connection they will use.
+  JobId first = enqueue(conn.get(), q, json(0));
+  notify(notifier, q);
+  ASSERT_TRUE(wait_until([&] { return completed(first); }));
+  long connections_before = probe.connections_received();
+  std::vector<JobId> ids;
+  for (int n = 1; n <= 20; ++n) {
+    JobId id = enqueue(conn.get(), q, json(n));
+    notify(notifier, q);
+    EXPECT_EQ(wait_for_result(conn.get(), waiter, id, milliseconds(10000)),
+              json(n));
+    ids.push_back(id);
+  }
+  // A job that never finishes: the wait that times out unsubscribes too.
+  JobId stuck = enqueue(conn.get(), queue(), json(1));
+  EXPECT_THROW(wait_for_result(conn.get(), waiter, stuck, milliseconds(50)),
+               Timeout);
+  ids.push_back(stuck);
+  EXPECT_EQ(probe.connections_received() - connections_before, 1)
+      << "21 waits on one link: one subscriber connection";
+  EXPECT_TRUE(wait_until([&] {
+    return std::all_of(ids.begin(), ids.end(), [&](JobId id) {
+      return probe.subscribers(job_channel(id)) == 0;
+    });
+  })) << "every wait unsubscribed when it ended";
+}
+
+TEST_F(WaitTest, AKeptSubscriptionLostToARedisRestartIsOpenedAgain) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  test::RedisServer redis_server;
+  RedisLink waiter(redis_server.url());
+  // A first wait opens the link's subscriber connection...
+  JobId done = enqueue(conn.get(), q, json(1));
+  cancel(conn.get(), done);
+  EXPECT_THROW(wait_for_result(conn.get(), waiter, done, milliseconds(1000)),
+               JobFailed);
+  // ... which a restart breaks while the link is idle.
+  redis_server.restart();
+  Release release;
+  BackgroundWorker worker(options(q, test::redis_url()),
+                          [&](const JobContext&) {
+                            release.wait();
+                            return HandlerResult::complete("after restart");
+                          });
+  JobId id = enqueue(conn.get(), q, json(2));
+  RedisLink notifier(test::redis_url());
+  notify(notifier, q);
+  auto result = std::async(std::launch::async, [&] {
+    PgConnPtr own = connect();
+    return wait_for_result(own.get(), waiter, id, milliseconds(10000));
+  });
+  RedisProbe probe(redis_server.url());
+  EXPECT_TRUE(wait_until([&] {
+    return probe.subscribers(job_channel(id)) == 1;
+  })) << "the wait subscribed again on a new connection, not just polled";
+  release.allow();
+  EXPECT_EQ(result.get(), json("after restart"));
 }
 
 TEST_F(WaitTest, TimesOutWhenTheJobDoesNotFinish) {
