@@ -411,6 +411,92 @@ TEST_F(PasswordTest, WrongRedisPasswordMeansPollingNotFailure) {
   EXPECT_FALSE(contains(worker->err(), "not-the-right-one")) << worker->err();
 }
 
+// The Redis ACL line of docs/security.md, as written there, with
+// `password` for PASSWORD, split into the command's words.
+std::vector<std::string> documented_redis_acl(const std::string& password) {
+  std::ifstream in(PGJOBQ_SECURITY_DOC);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::smatch found;
+  std::string doc = text.str();
+  if (!std::regex_search(doc, found, std::regex("`(ACL SETUSER [^`]*)`"))) {
+    return {};
+  }
+  std::vector<std::string> words;
+  std::istringstream line(found[1].str());
+  for (std::string word; line >> word;) {
+    words.push_back(word == ">PASSWORD" ? ">" + password : word);
+  }
+  return words;
+}
+
+// One command on the test's Redis as its default (admin) user.
+struct RedisAdmin {
+  redisContext* context;
+  explicit RedisAdmin(const std::string& socket)
+      : context(redisConnectUnix(socket.c_str())) {}
+  ~RedisAdmin() { redisFree(context); }
+  RedisAdmin(const RedisAdmin&) = delete;
+  RedisAdmin& operator=(const RedisAdmin&) = delete;
+  // The reply's type and, for a status, error or array, its text or size.
+  std::pair<int, std::string> command(const std::vector<std::string>& words) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const std::string& w : words) {
+      argv.push_back(w.c_str());
+      lengths.push_back(w.size());
+    }
+    auto* reply = static_cast<redisReply*>(redisCommandArgv(
+        context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+    if (!reply) return {REDIS_REPLY_ERROR, "no reply"};
+    std::pair<int, std::string> out{reply->type, ""};
+    if (reply->type == REDIS_REPLY_ARRAY) {
+      out.second = std::to_string(reply->elements);
+    } else if (reply->str) {
+      out.second.assign(reply->str, reply->len);
+    }
+    freeReplyObject(reply);
+    return out;
+  }
+};
+
+TEST_F(PasswordTest, TheDocumentedRedisAclIsAllPgjobqNeeds) {
+  const std::string password = "acl-Secret-5521";
+  std::vector<std::string> acl = documented_redis_acl(password);
+  ASSERT_FALSE(acl.empty()) << "no ACL SETUSER line in docs/security.md";
+  RedisServer redis;
+  RedisAdmin admin(redis.socket_path());
+  ASSERT_EQ(admin.command(acl),
+            std::make_pair(REDIS_REPLY_STATUS, std::string("OK")));
+  std::string url =
+      "unix://" + redis.socket_path() + "?user=pgjobq&password=" + password;
+  std::string q = queue();
+  auto worker = start({"--redis", url, "work", q, "--", "cat"});
+  // The command line: enqueue, notify, wait.
+  ProcessResult r = pgjobq({"--redis", url, "enqueue", q, "\"by the cli\"",
+                            "--wait", "--timeout", "20"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "") << "no Redis warning";
+  EXPECT_NE(r.out.find("\"by the cli\""), std::string::npos) << r.out;
+  // The library: several waits on one link, each subscribing and
+  // unsubscribing on the link's one subscriber connection.
+  PgConnPtr db = connect();
+  RedisLink link(url);
+  for (int n = 0; n < 5; ++n) {
+    JobId id = enqueue(db.get(), q, json(n));
+    std::string error;
+    EXPECT_TRUE(notify(link, q, &error)) << error;
+    EXPECT_EQ(wait_for_result(db.get(), link, id, milliseconds(20000)),
+              json(n));
+  }
+  worker->signal(SIGTERM);
+  EXPECT_EQ(worker->wait(milliseconds(10000)), 0);
+  EXPECT_FALSE(contains(worker->err(), "Redis")) << worker->err();
+  EXPECT_EQ(admin.command({"ACL", "LOG"}),
+            std::make_pair(REDIS_REPLY_ARRAY, std::string("0")))
+      << "Redis refused some command of pgjobq's";
+}
+
 // ----------------------------------------------------------------- TLS
 
 TEST_F(PasswordTest, TlsToPostgresqlThroughSslmode) {
