@@ -283,9 +283,24 @@ class Bench {
       }
       rows[0].detail["mean_depth"] = depth;
       rows[0].detail["enqueued_per_s"] = produced;
+      // What the producers manage with no worker at all, against the same
+      // reference: the ceiling of the row on this machine.
+      Rounds alone = sandwich(
+          "3a producers alone", c_.rounds, settle_, [&] { return bare_rate(); },
+          [&] {
+            return shallow_producers_rate(s_, "bench-3a-alone", c_.seconds,
+                                          c_.producers);
+          });
+      rows[0].detail["producers_alone"] = {{"jobs_per_s", alone.subject},
+                                           {"reference", alone.reference},
+                                           {"ratio", alone.ratio}};
       rows[0].note = "queue depth seen by the producer: median " +
                      fixed(median(depth), 1) + " jobs (cap " +
-                     std::to_string(c_.max_ahead) + ")";
+                     std::to_string(c_.max_ahead) + "); the " +
+                     std::to_string(c_.producers) +
+                     " producers alone, with no worker: " +
+                     fixed(median(alone.subject), 0) + " jobs/s, " +
+                     fixed(median(alone.ratio), 2) + " of the commit rate";
     });
   }
 

@@ -390,6 +390,47 @@ ShallowResult shallow_worker_rate(const Servers& s, const std::string& queue,
   }
 }
 
+double shallow_producers_rate(const Servers& s, const std::string& queue,
+                              double seconds, int producers) {
+  // The first enqueue creates the queue, during the warm-up below; no
+  // warm_up(), which waits for a job that no worker here will run.
+  std::atomic<long> enqueued{0};
+  std::atomic<bool> counting{false};
+  std::atomic<bool> stopping{false};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  std::vector<std::thread> threads;
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&] {
+      try {
+        PgConnPtr db = connect_database(s.db_url);
+        RedisLink redis(s.redis_url);
+        while (!stopping) {
+          enqueue(db.get(), queue, payload());
+          notify(redis, queue);
+          if (counting) ++enqueued;
+        }
+      } catch (...) {
+        std::lock_guard lock(error_mutex);
+        if (!error) error = std::current_exception();
+        stopping = true;
+      }
+    });
+  }
+  // Reach a steady state first, as shallow_worker_rate does.
+  std::this_thread::sleep_for(
+      std::chrono::duration<double>(std::min(0.3, seconds)));
+  counting = true;
+  auto start = SteadyClock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  long produced = enqueued;
+  double elapsed = seconds_since(start);
+  stopping = true;
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+  return static_cast<double>(produced) / elapsed;
+}
+
 double deep_worker_rate(const Servers& s,
                         const std::vector<std::string>& queues,
                         int jobs_per_queue) {

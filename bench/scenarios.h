@@ -41,6 +41,13 @@ struct ShallowResult {
 ShallowResult shallow_worker_rate(const Servers& s, const std::string& queue,
                                   double seconds, int producers, int max_ahead);
 
+// The producers of shallow_worker_rate alone, with no worker and no cap:
+// `producers` threads enqueue one job per transaction into `queue` and
+// notify, for `seconds`. Returns enqueued jobs per second: how fast row
+// 3a's jobs can arrive at all, which bounds how fast they can be handled.
+double shallow_producers_rate(const Servers& s, const std::string& queue,
+                              double seconds, int producers);
+
 // A Worker with a no-op handler serving `queues`, idle; then
 // `jobs_per_queue` jobs land on each queue in one transaction and every
 // queue is notified. Returns the aggregate jobs per second from that commit
