@@ -634,6 +634,51 @@ TEST_F(WorkerTest, DeepBacklogIsProcessedInOrderInBatches) {
   EXPECT_EQ(query_job(conn.get(), ids->back())->result, json(4999));
 }
 
+// Jobs arriving one by one, faster than the commit delay: a runner that
+// has emptied the queue gathers the next arrivals for half the delay and
+// commits the outcomes it holds with their claim, so the worker needs far
+// fewer transactions than there are jobs; and no outcome waits much longer
+// than the delay after its handler returned.
+TEST_F(WorkerTest, ShallowQueueGathersArrivingJobsIntoFewTransactions) {
+  PgConnPtr conn = connect();
+  std::string q = queue("gather");
+  auto o = options({q});
+  o.max_commit_delay = milliseconds(200);
+  std::mutex mutex;
+  std::map<int, Clock::time_point> returned;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::lock_guard lock(mutex);
+    returned[job.data.get<int>()] = Clock::now();
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return worker.worker().active_queues() == 1; }));
+  RedisLink redis(test::redis_url());
+  constexpr int kJobs = 80;
+  std::vector<JobId> ids;
+  for (int i = 0; i < kJobs; ++i) {
+    ids.push_back(enqueue(conn.get(), q, json(i)));
+    notify(redis, q);
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  ASSERT_TRUE(wait_until([&] { return all_completed(ids); }));
+  // A finished job's row was last written by the transaction that
+  // recorded its outcome. Committing each outcome with the claim of the
+  // very next job (or on its own) would take about one per job.
+  int outcome_transactions = std::stoi(
+      query_value("SELECT count(DISTINCT j.xmin::text) FROM pgjobq.jobs j "
+                  "JOIN pgjobq.queues q ON q.id = j.queue_id WHERE q.name = '" +
+                  q + "'"));
+  EXPECT_LE(outcome_transactions, kJobs / 4);
+  std::lock_guard lock(mutex);
+  for (int i = 0; i < kJobs; ++i) {
+    auto job = query_job(conn.get(), ids[static_cast<std::size_t>(i)]);
+    ASSERT_TRUE(job->finished_at);
+    EXPECT_LT(*job->finished_at - returned.at(i),
+              o.max_commit_delay + milliseconds(500))
+        << "job " << i;
+  }
+}
+
 // The worker's statements are prepared once per session and soon run on a
 // cached generic plan, made from whatever PostgreSQL knew at the time. A
 // worker that starts on a tiny table and then meets a deep backlog must
