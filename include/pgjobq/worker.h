@@ -98,8 +98,11 @@ struct WorkerOptions {
   bool transactional = false;
   // Batching (see docs/architecture.md): completions are committed together
   // when handlers are fast, and on a busy queue with the claim of the next
-  // job. A result is committed and published at most this long after its
-  // handler returned (plus one handler's run time).
+  // jobs. A result is committed and published at most this long after its
+  // handler returned (plus one handler's run time). On a queue whose jobs
+  // arrive one by one but closer together than this, a job may also start
+  // up to half this late: the worker gathers the arrivals for half the
+  // delay and claims them together, one transaction for several jobs.
   std::chrono::microseconds max_commit_delay = std::chrono::milliseconds(2);
   // At most this many jobs per claim and per commit.
   int max_batch = 64;
