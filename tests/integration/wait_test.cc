@@ -211,11 +211,20 @@ TEST_F(WaitTest, OneLinkWaitsOnOneConnectionAndLeavesNoSubscriptions) {
   RedisLink notifier(redis_server.url());
   RedisLink waiter(redis_server.url());
   RedisProbe probe(redis_server.url());
-  // Once a first job is done, the worker and the notifier hold every
-  // connection they will use.
+  // Once a first job's result is published, the worker and the notifier
+  // hold every connection they will use (the worker opens its publishing
+  // one after the job's commit, so seeing the job completed is not enough).
+  // (Enqueued in a transaction, to subscribe before the worker can see
+  // the job.)
+  PQclear(PQexec(conn.get(), "BEGIN"));
   JobId first = enqueue(conn.get(), q, json(0));
+  auto first_result = redis::Subscriber::open(
+      redis::parse_url(redis_server.url()), milliseconds(2000));
+  std::string first_channel[] = {job_channel(first)};
+  first_result.subscribe(first_channel);
+  PQclear(PQexec(conn.get(), "COMMIT"));
   notify(notifier, q);
-  ASSERT_TRUE(wait_until([&] { return completed(first); }));
+  ASSERT_TRUE(first_result.next(milliseconds(10000)));
   long connections_before = probe.connections_received();
   std::vector<JobId> ids;
   for (int n = 1; n <= 20; ++n) {
