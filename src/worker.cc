@@ -354,7 +354,7 @@ class Runner {
     bool woken = false;
     while (true) {
       auto now = SteadyClock::now();
-      auto until = woken || now < gather_until ? gather_until : give_up_at;
+      auto until = (woken || now < gather_until) ? gather_until : give_up_at;
       if (now >= until) return;
       if (w_.wakeups->wait(
               index_, std::chrono::duration_cast<std::chrono::microseconds>(
