@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <random>
@@ -263,6 +264,51 @@ class ChildProcess {
   std::string log_path_;
 };
 
+// `count` producer threads, each with its own PostgreSQL and Redis
+// connections, calling `step` over and over until stopped or until one
+// throws. join() stops them and rethrows the first error; destruction
+// stops and joins them too.
+class Producers {
+ public:
+  using Step = std::function<void(PGconn*, RedisLink&)>;
+  Producers(const Servers& s, int count, Step step) : step_(std::move(step)) {
+    for (int p = 0; p < count; ++p) {
+      threads_.emplace_back([this, &s] {
+        try {
+          PgConnPtr db = connect_database(s.db_url);
+          RedisLink redis(s.redis_url);
+          while (!stopping_) step_(db.get(), redis);
+        } catch (...) {
+          std::lock_guard lock(mutex_);
+          if (!error_) error_ = std::current_exception();
+          stopping_ = true;
+        }
+      });
+    }
+  }
+  ~Producers() { stop(); }
+  Producers(const Producers&) = delete;
+  Producers& operator=(const Producers&) = delete;
+
+  void join() {
+    stop();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void stop() {
+    stopping_ = true;
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  Step step_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  std::exception_ptr error_;
+  std::vector<std::thread> threads_;
+};
+
 }  // namespace
 
 double enqueue_rate(const Servers& s, const std::string& queue,
@@ -312,82 +358,55 @@ ShallowResult shallow_worker_rate(const Servers& s, const std::string& queue,
   long base = probe.handled();
   std::atomic<long> reserved{base};  // jobs producers have started on
   std::atomic<long> enqueued{base};  // ... and committed
-  std::atomic<bool> stopping{false};
   std::mutex depth_mutex;
   double depth_sum = 0;
   long depth_samples = 0;
-  std::exception_ptr error;
-  std::vector<std::thread> threads;
-  for (int p = 0; p < producers; ++p) {
-    threads.emplace_back([&] {
-      try {
-        PgConnPtr db = connect_database(s.db_url);
-        RedisLink redis(s.redis_url);
-        while (!stopping) {
-          long n = ++reserved;
-          // At most max_ahead unfinished jobs: wait for the handler to
-          // have started job n - max_ahead.
-          if (!probe.wait_handled(n - max_ahead)) {
-            throw std::runtime_error("the worker stopped taking jobs");
-          }
-          {
-            std::lock_guard lock(depth_mutex);
-            depth_sum += static_cast<double>(n - 1 - probe.handled());
-            ++depth_samples;
-          }
-          enqueue(db.get(), queue, payload());
-          notify(redis, queue);
-          ++enqueued;
-        }
-      } catch (...) {
-        std::lock_guard lock(depth_mutex);
-        if (!error) error = std::current_exception();
-        stopping = true;
-      }
-    });
-  }
-  auto join = [&] {
-    stopping = true;
-    for (auto& t : threads) t.join();
-    threads.clear();
-    if (error) std::rethrow_exception(error);
-  };
-  try {
-    // Reach a steady state first.
-    std::this_thread::sleep_for(
-        std::chrono::duration<double>(std::min(0.3, seconds)));
-    long handled_before, enqueued_before;
+  Producers feeders(s, producers, [&](PGconn* db, RedisLink& redis) {
+    long n = ++reserved;
+    // At most max_ahead unfinished jobs: wait for the handler to have
+    // started job n - max_ahead.
+    if (!probe.wait_handled(n - max_ahead)) {
+      throw std::runtime_error("the worker stopped taking jobs");
+    }
     {
       std::lock_guard lock(depth_mutex);
-      depth_sum = 0;
-      depth_samples = 0;
-      handled_before = probe.handled();
-      enqueued_before = enqueued;
+      depth_sum += static_cast<double>(n - 1 - probe.handled());
+      ++depth_samples;
     }
-    auto start = SteadyClock::now();
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-    long handled = probe.handled() - handled_before;
-    long produced = enqueued - enqueued_before;
-    double elapsed = seconds_since(start);
-    ShallowResult r;
-    {
-      std::lock_guard lock(depth_mutex);
-      r.mean_depth =
-          depth_samples ? depth_sum / static_cast<double>(depth_samples) : 0;
-    }
-    join();
-    r.jobs_per_second = static_cast<double>(handled) / elapsed;
-    r.enqueued_per_second = static_cast<double>(produced) / elapsed;
-    if (!probe.wait_handled(enqueued)) {
-      throw std::runtime_error("the worker did not drain the queue");
-    }
-    worker.stop();
-    return r;
-  } catch (...) {
-    stopping = true;
-    for (auto& t : threads) t.join();
-    throw;
+    enqueue(db, queue, payload());
+    notify(redis, queue);
+    ++enqueued;
+  });
+  // Reach a steady state first.
+  std::this_thread::sleep_for(
+      std::chrono::duration<double>(std::min(0.3, seconds)));
+  long handled_before, enqueued_before;
+  {
+    std::lock_guard lock(depth_mutex);
+    depth_sum = 0;
+    depth_samples = 0;
+    handled_before = probe.handled();
+    enqueued_before = enqueued;
   }
+  auto start = SteadyClock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  long handled = probe.handled() - handled_before;
+  long produced = enqueued - enqueued_before;
+  double elapsed = seconds_since(start);
+  ShallowResult r;
+  {
+    std::lock_guard lock(depth_mutex);
+    r.mean_depth =
+        depth_samples ? depth_sum / static_cast<double>(depth_samples) : 0;
+  }
+  feeders.join();
+  r.jobs_per_second = static_cast<double>(handled) / elapsed;
+  r.enqueued_per_second = static_cast<double>(produced) / elapsed;
+  if (!probe.wait_handled(enqueued)) {
+    throw std::runtime_error("the worker did not drain the queue");
+  }
+  worker.stop();
+  return r;
 }
 
 double shallow_producers_rate(const Servers& s, const std::string& queue,
@@ -396,27 +415,11 @@ double shallow_producers_rate(const Servers& s, const std::string& queue,
   // warm_up(), which waits for a job that no worker here will run.
   std::atomic<long> enqueued{0};
   std::atomic<bool> counting{false};
-  std::atomic<bool> stopping{false};
-  std::mutex error_mutex;
-  std::exception_ptr error;
-  std::vector<std::thread> threads;
-  for (int p = 0; p < producers; ++p) {
-    threads.emplace_back([&] {
-      try {
-        PgConnPtr db = connect_database(s.db_url);
-        RedisLink redis(s.redis_url);
-        while (!stopping) {
-          enqueue(db.get(), queue, payload());
-          notify(redis, queue);
-          if (counting) ++enqueued;
-        }
-      } catch (...) {
-        std::lock_guard lock(error_mutex);
-        if (!error) error = std::current_exception();
-        stopping = true;
-      }
-    });
-  }
+  Producers threads(s, producers, [&](PGconn* db, RedisLink& redis) {
+    enqueue(db, queue, payload());
+    notify(redis, queue);
+    if (counting) ++enqueued;
+  });
   // Reach a steady state first, as shallow_worker_rate does.
   std::this_thread::sleep_for(
       std::chrono::duration<double>(std::min(0.3, seconds)));
@@ -425,9 +428,7 @@ double shallow_producers_rate(const Servers& s, const std::string& queue,
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   long produced = enqueued;
   double elapsed = seconds_since(start);
-  stopping = true;
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
+  threads.join();
   return static_cast<double>(produced) / elapsed;
 }
 
