@@ -17,15 +17,23 @@ namespace pgjobq {
 namespace {
 
 const pg::Statement* const kWorkerStatements[] = {
-    &sql::kClaimJobs,   &sql::kFinishJobs, &sql::kRequeueJobs,
-    &sql::kReleaseJobs, &sql::kNoteError,  &sql::kBegin,
-    &sql::kCommit,      &sql::kRollback,   &sql::kResumePoint,
-    &sql::kQueueId,     &sql::kLockQueue,  &sql::kSeekPlans};
+    &sql::kClaimJobs,   &sql::kFinishJobs,  &sql::kRequeueJobs,
+    &sql::kReleaseJobs, &sql::kNoteError,   &sql::kBegin,
+    &sql::kCommit,      &sql::kRollback,    &sql::kResumePoint,
+    &sql::kFindQueue,   &sql::kCreateQueue, &sql::kShortLockWait,
+    &sql::kLockQueue,   &sql::kSeekPlans};
 
-std::vector<ClaimedJob> parse_claimed(const pg::Result& rows) {
-  std::vector<ClaimedJob> jobs;
-  jobs.reserve(static_cast<std::size_t>(rows.rows()));
-  for (int r = 0; r < rows.rows(); ++r) {
+// kClaimJobs' rows: the jobs, then the count of jobs seen.
+Claim parse_claimed(const pg::Result& rows) {
+  Claim claim;
+  int last = rows.rows() - 1;
+  if (last < 0 || !rows.is_null(last, 0)) {
+    throw Error("internal error: a claim without its count");
+  }
+  claim.seen = static_cast<int>(rows.int64(last, 5));
+  std::vector<ClaimedJob>& jobs = claim.jobs;
+  jobs.reserve(static_cast<std::size_t>(last));
+  for (int r = 0; r < last; ++r) {
     ClaimedJob job;
     job.id = JobId{rows.int64(r, 0)};
     job.position = rows.int64(r, 1);
@@ -34,7 +42,7 @@ std::vector<ClaimedJob> parse_claimed(const pg::Result& rows) {
     if (!job.spent) job.data = nlohmann::json::parse(rows.text(r, 3));
     jobs.push_back(std::move(job));
   }
-  return jobs;
+  return claim;
 }
 
 // Serializes outcomes for a statement parameter. Results were checked when
@@ -67,6 +75,16 @@ pg::Connection open_session(const std::string& db_url,
   conn.exec(sql::kSessionKeepalives, theirs);
   return conn;
 }
+
+// A transaction the server rolled back to break a deadlock or a
+// serialization conflict (under default_transaction_isolation =
+// serializable, say) can simply run again. Deadlocks with pgjobq's own
+// autocommit operations cannot happen (docs/architecture.md, "Lock
+// order"), but a caller's transaction may combine them in any order.
+bool is_transient(const DatabaseError& e) {
+  return e.sqlstate() == "40P01" || e.sqlstate() == "40001";
+}
+constexpr int kTransientTries = 5;
 
 pg::Param claim_params_limit(int limit) {
   return pg::param(std::int64_t{limit});
@@ -101,8 +119,25 @@ QueueSession::QueueSession(const std::string& db_url, std::string queue,
 }
 
 bool QueueSession::resolve_queue() {
-  pg::Param params[] = {pg::param(queue_)};
-  pg::Result row = conn_.exec(sql::kQueueId, params);
+  pg::Param name = pg::param(queue_);
+  pg::Param params[] = {name};
+  pg::Result row = conn_.exec(sql::kFindQueue, params);
+  if (row.rows() == 0) {
+    // A new queue. Another transaction creating it makes the INSERT wait
+    // for that transaction, which may take long: give up after a moment,
+    // so that the caller can look at its stop signal and try again.
+    pg::Call calls[] = {{&sql::kBegin, {}},
+                        {&sql::kShortLockWait, {}},
+                        {&sql::kCreateQueue, {name}},
+                        {&sql::kCommit, {}}};
+    try {
+      row = std::move(pg::run_pipeline(conn_, calls)[2]);
+    } catch (const DatabaseError& e) {
+      end_failed_transaction();
+      if (e.sqlstate() != "55P03") throw;
+      return false;
+    }
+  }
   if (row.rows() == 0) return false;
   queue_id_ = static_cast<std::int32_t>(row.int64(0, 0));
   return true;
@@ -180,15 +215,21 @@ void QueueSession::resume() {
   recovery_until_ = row.is_null(0, 1) ? 0 : row.int64(0, 1);
 }
 
-std::vector<ClaimedJob> QueueSession::claim(std::int64_t after, int limit,
-                                            int max_attempts) {
+Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
   pg::Call calls[] = {
       {&sql::kSeekPlans, {}},
       {&sql::kClaimJobs,
        {pg::param(std::int64_t{queue_id_}), pg::param(after),
         claim_params_limit(limit), pg::param(std::int64_t{max_attempts})}}};
-  // One implicit transaction, up to the pipeline's sync.
-  return parse_claimed(pg::run_pipeline(conn_, calls)[1]);
+  // One implicit transaction, up to the pipeline's sync; run again if the
+  // server broke a deadlock with it (see flush()).
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return parse_claimed(pg::run_pipeline(conn_, calls)[1]);
+    } catch (const DatabaseError& e) {
+      if (!is_transient(e) || attempt == kTransientTries) throw;
+    }
+  }
 }
 
 FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
@@ -248,31 +289,42 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
     return calls.size() - 1;
   };
   std::optional<std::size_t> finish_at, requeue_at, release_at, claim_at;
-  if (!finish.empty()) {
-    finish_at = add(sql::kFinishJobs, {queue_id, storable_json(finish)});
-  }
-  if (!requeue.empty()) {
-    requeue_at = add(sql::kRequeueJobs, {queue_id, storable_json(requeue)});
-  }
-  if (!release.empty()) {
-    release_at = add(sql::kReleaseJobs, {queue_id, storable_json(release)});
-  }
+  // In the lock order of docs/architecture.md: the head jobs (the claim),
+  // the queue's row (requeue), then the progress row (requeue, finish).
+  // The claim used to come last, after the finish had taken the progress
+  // row, and deadlocked with a cancel of a head job (job row, then progress
+  // row). The jobs finished here lie at or before the cursor, so the claim
+  // cannot see them either way; jobs requeued here wait for the next claim.
   if (claim_limit > 0) {
     claim_at = add(sql::kClaimJobs, {queue_id, pg::param(claim_after),
                                      claim_params_limit(claim_limit),
                                      pg::param(std::int64_t{max_attempts})});
   }
+  if (!requeue.empty()) {
+    requeue_at = add(sql::kRequeueJobs, {queue_id, storable_json(requeue)});
+  }
+  if (!finish.empty()) {
+    finish_at = add(sql::kFinishJobs, {queue_id, storable_json(finish)});
+  }
+  if (!release.empty()) {
+    release_at = add(sql::kReleaseJobs, {queue_id, storable_json(release)});
+  }
   if (wrap || in_transaction) calls.push_back({&sql::kCommit, {}});
 
+  // Run again when the server chose this transaction to break a deadlock
+  // or a serialization conflict: it changed nothing, and nothing has been
+  // published. Not a transactional handler's: its work went with it.
   std::vector<pg::Result> results;
-  try {
-    results = pg::run_pipeline(conn_, calls);
-  } catch (const DatabaseError&) {
-    // The transaction is aborted; end it so the connection is usable.
-    if (PQtransactionStatus(conn_.get()) == PQTRANS_INERROR) {
-      PQclear(PQexec(conn_.get(), "ROLLBACK"));
+  for (int attempt = 1;; ++attempt) {
+    try {
+      results = pg::run_pipeline(conn_, calls);
+      break;
+    } catch (const DatabaseError& e) {
+      end_failed_transaction();
+      if (in_transaction || !is_transient(e) || attempt == kTransientTries) {
+        throw;
+      }
     }
-    throw;
   }
   FlushResult out;
   int applied = 0;
@@ -289,11 +341,20 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   }
   // Requeues and releases that did not apply are stale as well; their
   // counts come from the rows each statement returned.
-  if (requeue_at) applied += results[*requeue_at].rows();
+  if (requeue_at) {
+    out.requeued = results[*requeue_at].rows();
+    applied += out.requeued;
+  }
   if (release_at) applied += results[*release_at].rows();
   out.stale = static_cast<int>(outcomes.size()) - applied;
   if (claim_at) out.claimed = parse_claimed(results[*claim_at]);
   return out;
+}
+
+void QueueSession::end_failed_transaction() {
+  if (PQtransactionStatus(conn_.get()) == PQTRANS_INERROR) {
+    PQclear(PQexec(conn_.get(), "ROLLBACK"));
+  }
 }
 
 void QueueSession::begin() { conn_.exec(sql::kBegin); }

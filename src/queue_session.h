@@ -29,6 +29,15 @@ struct ClaimedJob {
   bool spent = false;
 };
 
+// What one claim found at the head of the queue.
+struct Claim {
+  std::vector<ClaimedJob> jobs;
+  // Head jobs the claim saw, up to its limit; more than `jobs` holds when
+  // a cancel or a reschedule took some away as it claimed them. Fewer
+  // than the limit: the queue was drained.
+  int seen = 0;
+};
+
 // What became of a claimed job, waiting to be committed.
 struct Outcome {
   enum class Kind {
@@ -52,8 +61,10 @@ struct FlushResult {
   std::vector<std::pair<JobId, std::string>> finished;
   // Outcomes that did not apply: the job was no longer this attempt.
   int stale = 0;
-  // Jobs claimed by the same transaction.
-  std::vector<ClaimedJob> claimed;
+  // Jobs sent to the back of the queue. The claim ran before them.
+  int requeued = 0;
+  // What the same transaction claimed.
+  Claim claimed;
 };
 
 class QueueSession {
@@ -99,8 +110,7 @@ class QueueSession {
   std::int64_t recovery_until() const noexcept { return recovery_until_; }
 
   // Claims up to `limit` head jobs after `after` (autocommit).
-  std::vector<ClaimedJob> claim(std::int64_t after, int limit,
-                                int max_attempts);
+  Claim claim(std::int64_t after, int limit, int max_attempts);
 
   // Commits `outcomes` in one transaction and one round trip, claiming up
   // to `claim_limit` more jobs after `claim_after` in the same transaction
@@ -119,6 +129,10 @@ class QueueSession {
   void note_error(JobId id, int attempt, const std::string& error);
 
  private:
+  // After a statement failed inside BEGIN ... COMMIT: rolls the aborted
+  // transaction back, so that the connection is usable again.
+  void end_failed_transaction();
+
   std::string queue_;
   pg::Connection conn_;
   std::int32_t queue_id_ = 0;

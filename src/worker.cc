@@ -51,6 +51,10 @@ constexpr milliseconds kFirstReconnect{100};
 constexpr milliseconds kMaxReconnect{5000};
 // While Redis is unreachable, look for work at least this often.
 constexpr milliseconds kPollWithoutRedis{1000};
+// Publishing results after Redis failed: wait this long before connecting
+// again, doubling up to the max while it keeps failing.
+constexpr milliseconds kFirstPublisherRetry{1000};
+constexpr milliseconds kMaxPublisherRetry{30000};
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
 
@@ -230,7 +234,9 @@ class Runner {
             int limit = claim_limit();
             take(s.claim(cursor_, limit, options_.max_attempts), limit);
           }
-          if (!batch_.empty()) continue;
+          // Not drained: jobs were taken away (cancelled, rescheduled) as
+          // the claim took them, and more may be waiting. Look again.
+          if (!batch_.empty() || !drained_) continue;
         }
         looked = false;
         w_.wakeups->wait(
@@ -283,8 +289,20 @@ class Runner {
         // and look for the next job in the same transaction.
         bool look = batch_.empty() && !w_.stop.is_set();
         if (look) w_.wakeups->clear(index_);
-        commit(s, look, true);
-        looked = look && batch_.empty();
+        try {
+          commit(s, look, true);
+        } catch (const DatabaseError& e) {
+          // The handler's work and the outcome were rolled back together:
+          // a deferred constraint of its own, a serialization failure. It
+          // is the handler's error, under the error policy.
+          done_.clear();
+          handle_error(s, job,
+                       std::string("the handler's transaction did not "
+                                   "commit: ") +
+                           e.what());
+          continue;
+        }
+        looked = look && batch_.empty() && drained_;
       } else if (!batch_.empty() &&
                  (SteadyClock::now() - done_since_ >=
                       options_.max_commit_delay ||
@@ -307,8 +325,9 @@ class Runner {
 
   // Takes claimed jobs, and keeps the two facts hold_for_next_job() needs:
   // whether that claim emptied the queue, and how fast jobs arrive.
-  void take(std::vector<ClaimedJob> jobs, int limit) {
-    drained_ = static_cast<int>(jobs.size()) < limit;
+  void take(Claim claim, int limit) {
+    drained_ = claim.seen < limit;
+    std::vector<ClaimedJob>& jobs = claim.jobs;
     if (!jobs.empty()) {
       auto now = SteadyClock::now();
       if (last_arrival_) {
@@ -400,7 +419,11 @@ class Runner {
               " outcome(s) not recorded: the jobs had been taken over");
     }
     publish(r.finished);
-    if (claim_more) take(std::move(r.claimed), limit);
+    if (!claim_more) return;
+    take(std::move(r.claimed), limit);
+    // The claim ran before the jobs sent to the back, and one of them may
+    // be the next job: the queue was not drained.
+    if (r.requeued > 0) drained_ = false;
   }
 
   HandlerRun run_handler(QueueSession& s, const ClaimedJob& job) {
@@ -552,9 +575,18 @@ class Runner {
       }
       for (std::size_t i = 0; i < finished.size(); ++i) publisher_->reply();
       publisher_outage_ = false;
+      publisher_backoff_ = milliseconds(0);
     } catch (const Error& e) {
       publisher_.reset();
-      publisher_retry_ = now + milliseconds(1000);
+      // From now, not from before the attempt: a Redis that accepts
+      // connections but never answers costs each attempt its whole
+      // timeout, which must not fall on every commit. Backing off to
+      // kMaxPublisherRetry bounds what it costs the queue.
+      publisher_backoff_ =
+          publisher_backoff_.count() == 0
+              ? kFirstPublisherRetry
+              : std::min(publisher_backoff_ * 2, kMaxPublisherRetry);
+      publisher_retry_ = SteadyClock::now() + publisher_backoff_;
       if (!publisher_outage_) {
         log(LogLevel::warning,
             queue_label(queue_) +
@@ -585,6 +617,7 @@ class Runner {
 
   std::optional<redis::Connection> publisher_;
   SteadyClock::time_point publisher_retry_;
+  milliseconds publisher_backoff_{0};  // 0 while publishing works
   bool publisher_outage_ = false;
 };
 

@@ -159,14 +159,31 @@ std::vector<Result> run_pipeline(Connection& conn,
     }
     raw.push_back(std::move(r));
   }
-  if (raw.size() == calls.size()) {
-    ResultPtr sync(PQgetResult(c));
+  // Then the sync's own result. An error before it is the implicit
+  // transaction failing to commit at the sync (a deferred constraint, a
+  // serialization failure): nothing the statements did was kept. libpq
+  // hands it over as an error, a NULL, then the sync.
+  ResultPtr commit_error;
+  bool synced = false;
+  for (int nulls = 0; raw.size() == calls.size() && nulls < 2;) {
+    ResultPtr r(PQgetResult(c));
+    if (!r) {
+      ++nulls;
+      continue;
+    }
+    nulls = 0;
+    if (PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) {
+      synced = true;
+      break;
+    }
+    if (!commit_error) commit_error = std::move(r);
   }
   PQexitPipelineMode(c);
   std::vector<Result> results;
   results.reserve(raw.size());
   for (ResultPtr& r : raw) results.push_back(check(c, r.release()));
-  if (results.size() != calls.size()) throw_connection_lost(c);
+  if (commit_error) check(c, commit_error.release());
+  if (!synced) throw_connection_lost(c);
   return results;
 }
 

@@ -134,7 +134,9 @@ struct Call {
 // results in order. The statements must already be prepared on `conn`. If
 // one fails, the server skips the rest; this throws the first error (as
 // check() does) after reading everything, so `conn` stays usable unless it
-// was lost. Wrap the calls in BEGIN ... COMMIT to make them one transaction.
+// was lost. Without a BEGIN among them, the calls are one implicit
+// transaction that commits at the pipeline's sync; a failure to commit there
+// (a deferred constraint, a serialization failure) is thrown too.
 std::vector<Result> run_pipeline(Connection& conn, std::span<const Call> calls);
 
 }  // namespace pgjobq::pg

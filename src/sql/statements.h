@@ -4,8 +4,11 @@
 // protects; the schema is src/sql/migrations/001_init.sql.
 //
 // Lock order, everywhere: job rows, then the queue's `queues` row, then its
-// `queue_progress` row. Nothing takes them in another order, so pgjobq's own
-// statements cannot deadlock with each other.
+// `queue_progress` row; a worker's commit sends its statements in that
+// order too (QueueSession::flush). So pgjobq's autocommit operations cannot
+// deadlock with a worker; a caller's transaction that combines several of
+// them can, and the worker then runs its transaction again
+// (docs/architecture.md, "Lock order").
 
 #include "pg/connection.h"
 
@@ -166,8 +169,17 @@ SELECT set_config('tcp_keepalives_idle', $1, false),
        set_config('tcp_user_timeout', $4, false)
 )sql"};
 
-// $1 queue name. The queue's id, creating the queue if needed (autocommit).
-inline constexpr pg::Statement kQueueId{"pgjobq_queue_id", R"sql(
+// $1 queue name. The queue's id, if the queue exists. A plain read: it
+// never waits for an enqueuing transaction, which holds the queue's row
+// until it ends.
+inline constexpr pg::Statement kFindQueue{"pgjobq_find_queue", R"sql(
+SELECT id FROM pgjobq.queues WHERE name = $1
+)sql"};
+
+// $1 queue name. The queue's id, creating the queue if needed. The INSERT
+// waits for a transaction that is creating the same queue, so it runs in
+// a transaction of its own after kShortLockWait.
+inline constexpr pg::Statement kCreateQueue{"pgjobq_create_queue", R"sql(
 WITH created AS (
   INSERT INTO pgjobq.queues (name) VALUES ($1)
   ON CONFLICT (name) DO NOTHING
@@ -179,6 +191,12 @@ SELECT id FROM created
 UNION ALL
 SELECT id FROM pgjobq.queues WHERE name = $1
 LIMIT 1
+)sql"};
+
+// For the rest of the transaction: give up on a row lock after a moment
+// (SQLSTATE 55P03) rather than wait for another transaction to end.
+inline constexpr pg::Statement kShortLockWait{"pgjobq_short_lock_wait", R"sql(
+SELECT set_config('lock_timeout', '200ms', true)
 )sql"};
 
 // $1 queue id. Blocks until this session holds the queue's lock: one
@@ -204,22 +222,35 @@ WHERE p.queue_id = $1
 // $1 queue id, $2 claim after this position, $3 at most this many, $4 max
 // attempts. Claims the head of the queue: marks up to $3 jobs running and
 // counts an attempt for each, durably, before any handler runs (so a crash
-// is counted). Returns (id, position, attempts, data, spent) in FIFO order.
+// is counted). Returns (id, position, attempts, data, spent, NULL) per job
+// in FIFO order, then one last row (NULL, ..., seen): how many head jobs
+// the statement's snapshot saw, up to $3. Fewer than $3 means the queue
+// was drained.
 //
 // FIFO: the jobs are the first unfinished ones after the cursor, by
 // position. The seek starts at the cursor, so finished jobs behind it
 // (however many millions) are never walked.
+// Races: the head is read from the statement's snapshot, and the UPDATE
+// re-checks each row it has to wait for (a cancel or a reschedule holding
+// it) on the row's newest version. A cancelled job drops out. So does one
+// rescheduled meanwhile: it comes out of the wait at its new position at
+// the back, which is beyond the queue's last position as the snapshot saw
+// it (positions only grow), and claiming it there would run it before the
+// jobs in between and move the cursor over them. Either way the claim
+// returns fewer jobs than `seen`, and the caller claims again.
 // Poison jobs: a job already tried $4 times is not claimed; it comes back
 // with spent = true and the batch stops before it, for the caller to mark
 // failed.
 inline constexpr pg::Statement kClaimJobs{"pgjobq_claim_jobs", R"sql(
-WITH head AS (
+WITH bound AS (
+  SELECT q.last_position FROM pgjobq.queues q WHERE q.id = $1
+), head AS (
   SELECT id, position, attempts
   FROM pgjobq.jobs
-  WHERE queue_id = $1 AND position > $2 AND state IN ('pending', 'running')
+  WHERE queue_id = $1 AND state IN ('pending', 'running')
+    AND position > $2 AND position <= (SELECT last_position FROM bound)
   ORDER BY position
   LIMIT $3
-  FOR UPDATE
 ), spent AS (
   SELECT min(position) AS position FROM head WHERE attempts >= $4
 ), claimed AS (
@@ -230,13 +261,19 @@ WITH head AS (
     SELECT h.id FROM head h
     WHERE h.position < coalesce((SELECT position FROM spent),
                                 9223372036854775807)))
+    -- The re-check. A fence, not an index condition (as queue_id + 0).
+    AND j.state IN ('pending', 'running')
+    AND j.position + 0 <= (SELECT last_position FROM bound)
   RETURNING j.id, j.position, j.attempts, j.data
 )
-SELECT id, position, attempts, data, false AS spent FROM claimed
+SELECT id, position, attempts, data, false AS spent, NULL::bigint AS seen
+FROM claimed
 UNION ALL
-SELECT h.id, h.position, h.attempts, NULL, true
+SELECT h.id, h.position, h.attempts, NULL, true, NULL
 FROM head h JOIN spent s ON h.position = s.position
-ORDER BY 2
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM head)
+ORDER BY 2 NULLS LAST
 )sql"};
 
 // $1 queue id, $2 jsonb array of {id, attempt, state, result, error} with

@@ -3,13 +3,17 @@
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
 #include "pgjobq/worker.h"
+#include "redis/connection.h"
+#include "support/handlers.h"
 #include "support/network_cut.h"
 #include "support/services.h"
+#include "support/silent_socket.h"
 #include "support/worker.h"
 
 namespace pgjobq {
@@ -18,6 +22,7 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 using test::BackgroundWorker;
+using test::Gate;
 using test::wait_until;
 
 class FaultTest : public test::DatabaseTest {};
@@ -163,6 +168,89 @@ TEST_F(FaultTest, StandbyTakesOverWhenTheActiveWorkersNetworkIsCut) {
   EXPECT_EQ(query_job(conn.get(), id)->result, json(2));
   EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(10000)))
       << "the handler ran on after its session was cut";
+}
+
+// The worker's own transaction failing at its implicit commit, as a
+// deferred trigger someone put on the jobs table does (a serialization
+// failure at commit would too). libpq reports it after the statement's own
+// result, at the pipeline's sync, where it went unread: the worker
+// published the result of a completion that was never stored, and went on.
+TEST_F(FaultTest, ACommitThatFailsAtTheSyncStopsTheWorkerUnpublished) {
+  PgConnPtr conn = connect();
+  PQclear(PQexec(conn.get(), R"sql(
+    CREATE FUNCTION public.refuse_completion() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.state = 'completed' THEN
+        RAISE EXCEPTION 'completion refused at commit';
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE CONSTRAINT TRIGGER refuse_completion AFTER UPDATE ON pgjobq.jobs
+      DEFERRABLE INITIALLY DEFERRED
+      FOR EACH ROW EXECUTE FUNCTION public.refuse_completion();
+  )sql"));
+  std::string q = queue("sync-failure");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  auto results = redis::Subscriber::open(redis::parse_url(test::redis_url()),
+                                         milliseconds(2000));
+  std::string channels[] = {job_channel(id)};
+  results.subscribe(channels);
+  std::atomic<bool> started{false};
+  Gate finish;
+  BackgroundWorker worker(worker_options({q}), [&](const JobContext&) {
+    started = true;
+    finish.wait();
+    return HandlerResult::complete(json{{"ok", 1}});
+  });
+  ASSERT_TRUE(wait_until([&] { return started.load(); }));
+  // Stopping, the worker commits the outcome alone, with no BEGIN: the
+  // commit is the pipeline's sync.
+  worker.stop();
+  finish.open();
+  std::exception_ptr error = worker.wait_for_exit();
+  ASSERT_TRUE(error) << "run() returned as if the job were stored";
+  try {
+    std::rethrow_exception(error);
+  } catch (const DatabaseError& e) {
+    EXPECT_TRUE(test::contains(e.what(), "completion refused")) << e.what();
+  }
+  EXPECT_FALSE(results.next(milliseconds(500)))
+      << "a result was published for a completion that was not stored";
+  auto job = query_job(conn.get(), id);
+  EXPECT_EQ(job->state, JobState::running);
+  EXPECT_EQ(job->attempts, 1);
+}
+
+// Such a Redis costs each attempt to publish results its whole timeout
+// (2 s). The worker used to try again at every commit, so that each commit
+// took 2 s for as long as Redis hung; now it backs off.
+TEST_F(FaultTest, AHungRedisDoesNotStallEveryCommit) {
+  test::SilentSocket hung_redis;
+  PgConnPtr conn = connect();
+  std::string q = queue("hung-redis");
+  std::vector<JobId> ids;
+  for (int i = 0; i < 8; ++i) ids.push_back(enqueue(conn.get(), q, json(i)));
+  WorkerOptions o = worker_options({q});
+  o.redis_url = hung_redis.url();
+  auto started = std::chrono::steady_clock::now();
+  // Slower than the commit delay: one commit per job.
+  BackgroundWorker worker(o, [](const JobContext&) {
+    std::this_thread::sleep_for(milliseconds(5));
+    return HandlerResult::complete();
+  });
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (JobId id : ids) {
+          if (query_job(conn.get(), id)->state != JobState::completed) {
+            return false;
+          }
+        }
+        return true;
+      },
+      milliseconds(30000)));
+  // One attempt's 2 s; the old code took 8 of them.
+  EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(6000));
 }
 
 }  // namespace

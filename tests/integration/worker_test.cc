@@ -15,6 +15,7 @@
 #include "pgjobq/enqueue.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/jobs.h"
+#include "support/handlers.h"
 #include "support/services.h"
 #include "support/worker.h"
 
@@ -24,49 +25,9 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 using test::BackgroundWorker;
+using test::Gate;
+using test::Journal;
 using test::wait_until;
-
-// A gate a handler waits at until the test opens it.
-class Gate {
- public:
-  void open() {
-    {
-      std::lock_guard lock(m_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
-
-// What handlers saw, in order.
-class Journal {
- public:
-  void add(std::string entry) {
-    std::lock_guard lock(m_);
-    entries_.push_back(std::move(entry));
-  }
-  std::vector<std::string> entries() const {
-    std::lock_guard lock(m_);
-    return entries_;
-  }
-  std::size_t size() const {
-    std::lock_guard lock(m_);
-    return entries_.size();
-  }
-
- private:
-  mutable std::mutex m_;
-  std::vector<std::string> entries_;
-};
 
 class WorkerTest : public test::DatabaseTest {
  protected:
@@ -432,6 +393,39 @@ TEST_F(WorkerTest, TransactionalHandlerWhoseStatementFailsIsAnError) {
       << *job->error;
 }
 
+// A transactional handler's work that fails only at COMMIT (a deferred
+// constraint here; a serialization failure alike) rolls back with the
+// job's outcome. That is the handler's error, recorded on the job and
+// handled by the error policy; it used to end the worker with the job left
+// running and no error recorded, so that every restart ran it again.
+TEST_F(WorkerTest, TransactionalHandlerWhoseCommitFailsIsAnError) {
+  PgConnPtr conn = connect();
+  PQclear(PQexec(conn.get(),
+                 "CREATE TABLE parents (id int PRIMARY KEY); CREATE TABLE "
+                 "children (parent int REFERENCES parents DEFERRABLE "
+                 "INITIALLY DEFERRED)"));
+  std::string q = queue("txcommit");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 3;
+  std::atomic<int> runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    ++runs;
+    PQclear(PQexec(job.db, "INSERT INTO children VALUES (42)"));
+    return HandlerResult::complete("never stored");
+  });
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == JobState::failed; }));
+  EXPECT_EQ(runs.load(), 3);
+  auto job = query_job(conn.get(), id);
+  ASSERT_TRUE(job->error);
+  EXPECT_TRUE(test::contains(*job->error, "did not commit")) << *job->error;
+  EXPECT_TRUE(test::contains(*job->error, "foreign key")) << *job->error;
+  EXPECT_EQ(query_value("SELECT count(*) FROM children"), "0");
+  EXPECT_FALSE(worker.finished());
+}
+
 TEST_F(WorkerTest, HandlerMayUseTheConnectionInAutocommit) {
   PgConnPtr conn = connect();
   PQclear(PQexec(conn.get(), "CREATE TABLE seen (job bigint)"));
@@ -694,6 +688,7 @@ TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
   std::string q = queue("plans");
   std::map<std::string, int> buffers;  // statement -> buffers it touched
   std::string plans;  // "name generic custom" of the worker's statements
+  std::map<std::string, std::string> explained;  // for failure messages
   std::string error;
   BackgroundWorker worker(options({q}), [&](const JobContext& job) {
     if (job.data != "probe") return HandlerResult::complete();
@@ -734,6 +729,7 @@ TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
           value("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE " + call));
       buffers[name] = plan[0]["Plan"]["Shared Hit Blocks"].get<int>() +
                       plan[0]["Plan"]["Shared Read Blocks"].get<int>();
+      explained[name] = plan.dump(1);
     }
     PQclear(PQexec(job.db, "ROLLBACK"));
     return HandlerResult::complete();
@@ -760,8 +756,10 @@ TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
   EXPECT_EQ(error, "");
   ASSERT_EQ(buffers.size(), 2u);
   // A seek touches a handful of buffers; a scan of the backlog, hundreds.
-  EXPECT_LT(buffers["claim"], 100) << "claiming one job behind 20,000";
-  EXPECT_LT(buffers["finish"], 100) << "completing one job behind 20,000";
+  EXPECT_LT(buffers["claim"], 100)
+      << "claiming one job behind 20,000: " << explained["claim"];
+  EXPECT_LT(buffers["finish"], 100)
+      << "completing one job behind 20,000: " << explained["finish"];
   // Dozens of claims and completions, all on the one generic plan each.
   EXPECT_TRUE(
       std::regex_match(plans, std::regex("pgjobq_claim_jobs [1-9][0-9]* 0, "
