@@ -19,39 +19,6 @@ constexpr double kMaxDurationSeconds = 10.0 * 365 * 24 * 3600;
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
-        hex_value(text[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(text[i + 1]) * 16 +
-                               hex_value(text[i + 2]));
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
-void add_secret(std::vector<std::string>& out, std::string_view raw) {
-  // Quotes of the key=value form are not part of the password.
-  if (raw.size() >= 2 && raw.front() == '\'' && raw.back() == '\'') {
-    raw = raw.substr(1, raw.size() - 2);
-  }
-  if (raw.empty()) return;
-  out.emplace_back(raw);
-  std::string decoded = percent_decode(raw);
-  if (decoded != raw && !decoded.empty()) out.push_back(std::move(decoded));
-}
-
 void on_notice(void*, const char* message) {
   std::string_view text(message);
   if (text.starts_with("NOTICE:") || text.starts_with("DEBUG:") ||
@@ -166,54 +133,6 @@ std::string format_age(std::chrono::microseconds age) {
     }
   }
   return buf;
-}
-
-std::vector<std::string> secrets_in_url(std::string_view url) {
-  std::vector<std::string> out;
-  // URI userinfo: scheme://user:PASSWORD@host. The password may hold an
-  // unencoded '@', so the userinfo ends at the last '@'.
-  if (std::size_t scheme = url.find("://"); scheme != std::string_view::npos) {
-    std::size_t authority = scheme + 3;
-    std::size_t at = url.rfind('@');
-    if (at != std::string_view::npos && at > authority) {
-      std::size_t colon = url.find(':', authority);
-      if (colon != std::string_view::npos && colon < at) {
-        add_secret(out, url.substr(colon + 1, at - colon - 1));
-      } else if (url.starts_with("redis://") || url.starts_with("rediss://")) {
-        // redis://secret@host: a userinfo without ':' is a bare password.
-        add_secret(out, url.substr(authority, at - authority));
-      }
-    }
-  }
-  // password=VALUE in a query string or a key=value conninfo.
-  for (std::size_t key = url.find("password"); key != std::string_view::npos;
-       key = url.find("password", key + 1)) {
-    if (key > 0 && url[key - 1] != '?' && url[key - 1] != '&' &&
-        url[key - 1] != ' ' && url[key - 1] != '\t') {
-      continue;
-    }
-    std::size_t pos = key + 8;
-    while (pos < url.size() && url[pos] == ' ') ++pos;
-    if (pos >= url.size() || url[pos] != '=') continue;
-    ++pos;
-    while (pos < url.size() && url[pos] == ' ') ++pos;
-    std::size_t end = pos;
-    if (end < url.size() && url[end] == '\'') {
-      ++end;
-      while (end < url.size() && url[end] != '\'') {
-        if (url[end] == '\\') ++end;
-        ++end;
-      }
-      if (end < url.size()) ++end;
-    } else {
-      while (end < url.size() && url[end] != '&' && url[end] != ' ' &&
-             url[end] != '#') {
-        ++end;
-      }
-    }
-    add_secret(out, url.substr(pos, std::min(end, url.size()) - pos));
-  }
-  return out;
 }
 
 std::string one_line(std::string message,

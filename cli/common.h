@@ -76,10 +76,6 @@ JobId parse_job_id(std::string_view text);
 // A duration for people: "850ms", "42.1s", "3m07s", "5h02m", "2d04h".
 std::string format_age(std::chrono::microseconds age);
 
-// The secrets that `url` carries (its password, raw and percent-decoded,
-// from the userinfo or a password= parameter), to scrub from messages.
-std::vector<std::string> secrets_in_url(std::string_view url);
-
 // `message` made into one printable line: every secret replaced by "***",
 // line breaks and other control characters by spaces.
 std::string one_line(std::string message,

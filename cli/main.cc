@@ -21,7 +21,8 @@ std::vector<std::string> secrets(const Connections& c,
                                  const std::vector<std::string>& args) {
   std::vector<std::string> out;
   auto add = [&](std::string_view url) {
-    for (std::string& s : secrets_in_url(url)) out.push_back(std::move(s));
+    for (std::string& s : pgjobq::url_passwords(url))
+      out.push_back(std::move(s));
   };
   add(c.db_url);
   add(pgjobq::redis_url_or_default(c.redis_url));

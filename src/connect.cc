@@ -15,9 +15,10 @@ namespace {
 
 // Every password libpq would use for `url`: from the URL itself and from
 // PGPASSWORD. Used to scrub messages, since libpq errors may quote the
-// connection string they failed to parse.
+// connection string they failed to parse. What libpq cannot parse it
+// quotes as written, so the passwords as written count too.
 std::vector<std::string> passwords_in(const std::string& url) {
-  std::vector<std::string> found;
+  std::vector<std::string> found = url_passwords(url);
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
   if (error) PQfreemem(error);
@@ -35,19 +36,31 @@ std::vector<std::string> passwords_in(const std::string& url) {
   return found;
 }
 
-std::string scrub(std::string message,
+// `message` on one line, every secret in it masked. One pass over the
+// original text, the longest secret first at each place: masking secret by
+// secret would scan the "***" already written (and never end on a secret
+// that is "***").
+std::string scrub(std::string_view message,
                   const std::vector<std::string>& secrets) {
-  for (const std::string& secret : secrets) {
-    for (std::size_t at = message.find(secret); at != std::string::npos;
-         at = message.find(secret, at)) {
-      message.replace(at, secret.size(), "***");
+  std::string out;
+  while (!message.empty()) {
+    std::size_t matched = 0;
+    for (const std::string& secret : secrets) {
+      if (secret.size() > matched && message.starts_with(secret)) {
+        matched = secret.size();
+      }
     }
+    if (matched > 0) {
+      out += "***";
+      message.remove_prefix(matched);
+      continue;
+    }
+    out += message.front() == '\n' || message.front() == '\r' ? ' '
+                                                              : message.front();
+    message.remove_prefix(1);
   }
-  for (char& c : message) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  while (!message.empty() && message.back() == ' ') message.pop_back();
-  return message;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
 }
 
 // Names the server for messages: the redacted URL, or what libpq settled on

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pgjobq {
 
@@ -24,6 +25,13 @@ PgConnPtr connect_database(std::string_view url = {});
 // `url` with any password replaced by "***", for messages and logs. Works on
 // postgres:// and redis:// URIs and on libpq key=value strings. Thread-safe.
 std::string redact(std::string_view url);
+
+// Every password written in `url`, the same places redact() masks, for
+// scrubbing messages that may quote them: each as written, percent-decoded,
+// and, for one holding an unencoded '@', each part between the '@'s
+// (libpq ends the password at the first '@', and puts the rest into the
+// host name it complains about). Thread-safe.
+std::vector<std::string> url_passwords(std::string_view url);
 
 // The Redis URL to use: `url` if not empty, else REDIS_URL, else
 // redis://127.0.0.1:6379.

@@ -1,6 +1,6 @@
 // Fuzzes the scrubbing of passwords from URLs: pgjobq::redact (every URL
 // in a message or a log goes through it) and the command line's own
-// secrets_in_url + one_line. Any input must pass without a crash or an
+// url_passwords + one_line. Any input must pass without a crash or an
 // exception; and for URLs built around a password taken from the input, in
 // each form pgjobq accepts, the password must never come out.
 
@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   std::string_view input(reinterpret_cast<const char*>(data), size);
   std::string redacted = pgjobq::redact(input);
   std::string line = pgjobq::cli::one_line("error: " + std::string(input),
-                                           pgjobq::cli::secrets_in_url(input));
+                                           pgjobq::url_passwords(input));
   // Masking never makes the line longer than three bytes per input byte.
   check(line.size() <= 7 + 3 * input.size(), "one_line grew the message");
   if (size < 2) return 0;
@@ -84,10 +84,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
 
   check(pgjobq::redact(url).find(password) == std::string::npos,
         "redact() let a password through");
-  std::string message = pgjobq::cli::one_line(before + url + after,
-                                              pgjobq::cli::secrets_in_url(url));
+  std::string message =
+      pgjobq::cli::one_line(before + url + after, pgjobq::url_passwords(url));
   check(message.find(password) == std::string::npos,
-        "one_line(secrets_in_url()) let a password through");
+        "one_line(url_passwords()) let a password through");
   (void)redacted;
   return 0;
 }

@@ -1,6 +1,8 @@
 #include "pgjobq/connection.h"
 
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "pgjobq/enqueue.h"
 #include "pgjobq/errors.h"
@@ -41,6 +43,37 @@ TEST(ConnectionTest, UnreachableDatabaseErrorNamesItButNotThePassword) {
   } catch (const ConnectionError& e) {
     EXPECT_EQ(std::string(e.what()).find("SuperSecret2"), std::string::npos)
         << e.what();
+  }
+}
+
+// URLs libpq cannot parse, or splits where the user did not mean it to:
+// its messages quote them as written, and the host it tried. Found by an
+// audit: these used to reach the library's error messages in clear.
+TEST(ConnectionTest, MalformedDatabaseUrlsNeverShowTheirPassword) {
+  std::string port = test::required_env("PGJOBQ_PG_PORT");
+  struct Case {
+    std::string url;
+    std::vector<std::string> secrets;
+  };
+  std::vector<Case> cases = {
+      {"postgresql://app:pa%zzSECRET1@127.0.0.1:" + port + "/app", {"SECRET1"}},
+      {"postgresql://app:SECRET10@[::1/app", {"SECRET10"}},
+      {"postgresql://127.0.0.1:" + port + "/app?password=SEC%zzRET18",
+       {"SEC%zzRET18", "RET18"}},
+      // libpq takes the password to end at the first '@'.
+      {"postgresql://app:SECRET@PART9@127.0.0.1:" + port + "/app",
+       {"SECRET", "PART9"}},
+  };
+  for (const Case& c : cases) {
+    try {
+      connect_database(c.url);
+      ADD_FAILURE() << "connected with " << c.url;
+    } catch (const Error& e) {
+      for (const std::string& secret : c.secrets) {
+        EXPECT_FALSE(test::contains(e.what(), secret))
+            << c.url << " gave: " << e.what();
+      }
+    }
   }
 }
 

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "pgjobq/connection.h"
 
 namespace pgjobq {
@@ -81,6 +85,48 @@ TEST(RedactTest, MasksAUriQueryPasswordUpToTheNextParameter) {
 
 TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
   EXPECT_EQ(redact("host=db nopassword=x"), "host=db nopassword=x");
+}
+
+TEST(UrlPasswords, FindsPasswordsInEveryUrlForm) {
+  auto has = [](const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+  };
+  EXPECT_TRUE(has(url_passwords("postgresql://u:pw1@h/db"), "pw1"));
+  EXPECT_TRUE(has(url_passwords("postgresql://u:p%40ss@h/db"), "p@ss"));
+  EXPECT_TRUE(has(url_passwords("postgresql://u:p%40ss@h/db"), "p%40ss"));
+  EXPECT_TRUE(has(url_passwords("postgresql://u:a@b@h/db"), "a@b"));
+  EXPECT_TRUE(has(url_passwords("host=h password=pw2 dbname=d"), "pw2"));
+  EXPECT_TRUE(has(url_passwords("host=h password='p w3'"), "p w3"));
+  EXPECT_TRUE(has(url_passwords("postgresql://h/db?password=pw4&x=1"), "pw4"));
+  EXPECT_TRUE(has(url_passwords("redis://:pw5@127.0.0.1:6379/2"), "pw5"));
+  EXPECT_TRUE(has(url_passwords("redis://pw7@127.0.0.1:6379"), "pw7"));
+  EXPECT_TRUE(has(url_passwords("rediss://pw8@cache:6380"), "pw8"));
+  // A PostgreSQL user name is not a secret.
+  EXPECT_TRUE(url_passwords("postgresql://app@db/app").empty());
+  EXPECT_TRUE(
+      has(url_passwords("unix:///tmp/r.sock?db=1&password=pw6"), "pw6"));
+  EXPECT_TRUE(url_passwords("postgresql://u@h/db").empty());
+  EXPECT_TRUE(url_passwords("").empty());
+}
+
+// libpq ends a URL's password at the first '@' and reads the rest as part
+// of the host, which its messages then quote; and it quotes a URL it cannot
+// parse as written.
+TEST(UrlPasswords, CoversWhatLibpqQuotesOfAMalformedUrl) {
+  auto has = [](const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+  };
+  auto parts = url_passwords("postgresql://app:SEC@RET9@127.0.0.1:5432/app");
+  EXPECT_TRUE(has(parts, "SEC@RET9"));
+  EXPECT_TRUE(has(parts, "SEC"));
+  EXPECT_TRUE(has(parts, "RET9"));
+  EXPECT_TRUE(has(url_passwords("postgresql://app:pa%zzSECRET1@h/app"),
+                  "pa%zzSECRET1"));
+  EXPECT_TRUE(has(url_passwords("postgresql://h/app?password=SEC%zzRET18"),
+                  "SEC%zzRET18"));
+  // Each password once, however many forms of it coincide.
+  EXPECT_EQ(url_passwords("postgresql://u:pw1@h/db"),
+            std::vector<std::string>{"pw1"});
 }
 
 }  // namespace
