@@ -73,17 +73,18 @@ void print_table(const std::vector<QueueStatus>& rows) {
 }  // namespace
 
 int status_command(const Connections& c, const StatusArgs& a) {
+  // `status ""` names no queue: refused like any invalid name.
   std::optional<std::string_view> queue;
-  if (!a.queue.empty()) {
-    validate_queue_name(a.queue);
-    queue = a.queue;
+  if (a.queue) {
+    validate_queue_name(*a.queue);
+    queue = *a.queue;
   }
   PgConnPtr db = connect(c);
   std::vector<QueueStatus> rows = queue_status(db.get(), queue);
   if (queue && rows.empty()) {
     // A queue nobody used yet: nothing pending, nothing done.
     QueueStatus empty;
-    empty.queue = a.queue;
+    empty.queue = *a.queue;
     rows.push_back(empty);
   }
   if (!a.json) {

@@ -3,6 +3,7 @@
 // migrate, status, prune: the operator's commands. Each returns its exit
 // code or throws (see exit_code_for).
 
+#include <optional>
 #include <string>
 
 #include "cli/common.h"
@@ -12,7 +13,7 @@ namespace pgjobq::cli {
 int migrate_command(const Connections& c);
 
 struct StatusArgs {
-  std::string queue;  // empty: every queue
+  std::optional<std::string> queue;  // none: every queue
   bool json = false;
 };
 

@@ -21,9 +21,10 @@ using std::chrono::milliseconds;
 // "Forever" for wait_for_result: ten years, which no clock overflows.
 constexpr milliseconds kForever = std::chrono::hours(24 * 365 * 10);
 
-milliseconds timeout_option(const std::string& text) {
-  if (text.empty()) return kForever;
-  return std::chrono::ceil<milliseconds>(parse_duration(text, "--timeout"));
+// An empty --timeout is a mistake, not "no limit".
+milliseconds timeout_option(const std::optional<std::string>& text) {
+  if (!text) return kForever;
+  return std::chrono::ceil<milliseconds>(parse_duration(*text, "--timeout"));
 }
 
 nlohmann::json time_or_null(const std::optional<Clock::time_point>& t) {
@@ -61,7 +62,7 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
 }
 
 int wait_command(const Connections& c, const std::string& id_text,
-                 const std::string& timeout_text) {
+                 const std::optional<std::string>& timeout_text) {
   JobId id = parse_job_id(id_text);
   milliseconds timeout = timeout_option(timeout_text);
   RedisLink redis(c.redis_url);

@@ -4,6 +4,7 @@
 // its exit code or throws (see exit_code_for); usage errors are ExitError.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "cli/common.h"
@@ -17,7 +18,7 @@ struct EnqueueArgs {
   bool has_json = false;  // an empty argument is not "none" (null)
   std::int64_t limit = kDefaultLimit;
   bool wait = false;
-  std::string timeout;  // empty: no limit
+  std::optional<std::string> timeout;  // none: no limit
 };
 
 // Prints the job id and, with --wait, its result. Exit 3 if the queue is
@@ -26,7 +27,7 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a);
 
 // Prints the job's result. Exits 4, 5, 6 through the library's errors.
 int wait_command(const Connections& c, const std::string& id,
-                 const std::string& timeout);
+                 const std::optional<std::string>& timeout);
 
 // Prints the job as a JSON object with every key of DESIGN.md.
 int show_command(const Connections& c, const std::string& id);

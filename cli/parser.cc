@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
+#include <limits>
 
 #include "cli/admin_commands.h"
 #include "cli/job_commands.h"
@@ -35,6 +37,26 @@ struct Command {
 };
 using Commands = std::vector<Command>;
 using ConnectionsPtr = std::shared_ptr<Connections>;
+
+// A whole number from 1 to `max`, written in decimal. CLI11 alone reads
+// 010 as octal and 0x10 as hex, takes a number too large for its type as
+// the largest one, and words its refusal of 0 with a 300-digit bound.
+CLI::Validator whole_number(std::int64_t max) {
+  return CLI::Validator(
+      [max](std::string& text) -> std::string {
+        std::int64_t value = 0;
+        const char* end = text.data() + text.size();
+        auto parsed = std::from_chars(text.data(), end, value);
+        if (text.empty() || parsed.ec != std::errc() || parsed.ptr != end ||
+            value < 1 || value > max) {
+          return "expected a whole number from 1 to " + std::to_string(max) +
+                 ", got \"" + escape_bytes(text, 40) + "\"";
+        }
+        text = std::to_string(value);  // no leading zero left to mean octal
+        return {};
+      },
+      "WHOLE NUMBER");
+}
 
 CLI::App* subcommand(CLI::App& app, const char* name, const char* summary,
                      const char* details) {
@@ -69,7 +91,7 @@ void add_job_commands(CLI::App& app, const ConnectionsPtr& c,
     sub->add_option("--limit", a->limit,
                     "Refuse (exit 3) when the queue already holds this many "
                     "unfinished jobs")
-        ->check(CLI::PositiveNumber)
+        ->transform(whole_number(std::numeric_limits<std::int64_t>::max()))
         ->capture_default_str();
     CLI::Option* wait = sub->add_flag(
         "--wait", a->wait, "Wait for the job to finish and print its result");
@@ -81,7 +103,7 @@ void add_job_commands(CLI::App& app, const ConnectionsPtr& c,
   }
   {
     auto id = std::make_shared<std::string>();
-    auto timeout = std::make_shared<std::string>();
+    auto timeout = std::make_shared<std::optional<std::string>>();
     CLI::App* sub = subcommand(
         app, "wait", "Wait for a job to finish and print its result JSON",
         "Exit 4 on timeout, 5 if the job failed or was cancelled, 6 if there\n"
@@ -174,7 +196,7 @@ void add_work_command(CLI::App& app, const ConnectionsPtr& c,
   sub->add_option("--max-attempts", a->max_attempts,
                   "A job already started this many times is marked failed "
                   "instead of run again (under either policy)")
-      ->check(CLI::PositiveNumber)
+      ->transform(whole_number(std::numeric_limits<int>::max()))
       ->capture_default_str();
   sub->add_option("--job-timeout", a->job_timeout,
                   "Kill a command running longer than this (its whole "

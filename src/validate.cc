@@ -52,7 +52,9 @@ void check_tree(const nlohmann::json& data, std::string_view what) {
   while (!stack.empty()) {
     auto [node, depth] = stack.back();
     stack.pop_back();
-    if (depth > kMaxJsonDepth) {
+    // Levels are arrays and objects, as the command line counts brackets:
+    // a scalar inside the deepest one adds none.
+    if (depth > kMaxJsonDepth && (node->is_object() || node->is_array())) {
       throw InvalidInput(std::string(what) + ": JSON nested deeper than " +
                          std::to_string(kMaxJsonDepth) + " levels");
     }

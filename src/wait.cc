@@ -49,18 +49,21 @@ std::optional<nlohmann::json> read_outcome(PGconn* db, JobId id) {
 // Subscribes the link's kept subscriber to `channel`, opening one if there
 // is none. A kept connection may have died since the last wait (Redis
 // restarted): then one try on a fresh one. Returns nullptr when Redis
-// cannot be reached: the caller polls.
+// cannot be reached: the caller polls. Waits for Redis no longer than the
+// wait's own `timeout`, so that a Redis that never answers cannot make the
+// wait overrun it.
 redis::Subscriber* subscribe(RedisLink::Impl& link, const std::string& channel,
                              milliseconds timeout) {
   std::string channels[] = {channel};
+  milliseconds patience = std::clamp(timeout, milliseconds(1), link.timeout);
   while (true) {
     bool kept = link.subscriber.has_value();
     try {
       if (!kept) {
-        link.subscriber.emplace(redis::Subscriber::open(
-            link.address, std::clamp(timeout, milliseconds(1), link.timeout)));
+        link.subscriber.emplace(
+            redis::Subscriber::open(link.address, patience));
       }
-      link.subscriber->subscribe(channels, link.timeout);
+      link.subscriber->subscribe(channels, patience);
       return &*link.subscriber;
     } catch (const ConnectionError& e) {
       link.subscriber.reset();

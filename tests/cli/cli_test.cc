@@ -54,12 +54,17 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
       {"enqueue", q, "{}", "--frob"},
       {"enqueue", q, "{}", "--limit", "0"},
       {"enqueue", q, "{}", "--limit", "many"},
+      {"enqueue", q, "{}", "--limit", "0x10"},
+      {"enqueue", q, "{}", "--limit", "-3"},
+      {"enqueue", q, "{}", "--limit", "99999999999999999999"},
+      {"enqueue", q, "{}", "--wait", "--timeout", ""},
       {"enqueue", q, "{}", "--timeout", "5"},  // --timeout needs --wait
       {"enqueue", q, "{}", "--wait", "--timeout", "5x"},
       {"wait"},
       {"wait", "abc"},
       {"wait", "0"},
       {"wait", "1", "--timeout", "-1"},
+      {"wait", "1", "--timeout", ""},
       {"show", "1", "2"},
       {"cancel", "x"},
       {"reschedule", "1.5"},
@@ -71,6 +76,7 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
       {"work", q, "--"},
       {"work", q, "--on-error", "explode", "--", "true"},
       {"work", q, "--max-attempts", "0", "--", "true"},
+      {"work", q, "--max-attempts", "3000000000", "--", "true"},
       {"work", q, "--job-timeout", "0", "--", "true"},
       {"work", q, "--poll-interval", "soon", "--", "true"},
       {"work", q, "--dead-session-timeout", "500ms", "--", "true"},
@@ -84,8 +90,19 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
     EXPECT_EQ(r.exit_code, 2) << label << "\n" << r.err;
     EXPECT_TRUE(OneLine(r.err)) << label;
     EXPECT_TRUE(contains(r.err, "usage error")) << label << "\n" << r.err;
+    EXPECT_LT(r.err.size(), 300u) << "one clear line: " << r.err;
   }
   EXPECT_EQ(count_jobs(q), 0);
+}
+
+// Whole numbers are decimal, leading zeros and all: 010 is ten.
+TEST_F(CliTest, LimitIsReadInDecimal) {
+  std::string q = queue();
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(pgjobq({"enqueue", q, "{}", "--limit", "010"}).exit_code, 0)
+        << "job " << i + 1 << " of a limit of ten";
+  }
+  EXPECT_EQ(pgjobq({"enqueue", q, "{}", "--limit", "010"}).exit_code, 3);
 }
 
 TEST_F(CliTest, UsageErrorsNeverPrintAPasswordGivenInTheWrongPlace) {
@@ -544,6 +561,10 @@ TEST_F(CliJobTest, StatusOfOneQueue) {
   ProcessResult bad = pgjobq({"status", "no spaces"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_TRUE(OneLine(bad.err));
+  // An empty name is no name, not "every queue".
+  ProcessResult empty = pgjobq({"status", ""});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_TRUE(contains(empty.err, "invalid queue name")) << empty.err;
 }
 
 // ------------------------------------------------------------ prune

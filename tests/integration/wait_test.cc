@@ -9,6 +9,7 @@
 #include "pgjobq/worker.h"
 #include "redis/connection.h"
 #include "support/services.h"
+#include "support/silent_socket.h"
 #include "support/worker.h"
 
 namespace pgjobq {
@@ -348,6 +349,20 @@ TEST_F(WaitTest, ANullResultIsReturnedAsNull) {
   RedisLink redis(test::redis_url());
   EXPECT_TRUE(
       wait_for_result(conn.get(), redis, id, milliseconds(10000)).is_null());
+}
+
+// A Redis that takes connections and never answers: the wait polls
+// PostgreSQL instead, and gives up when its own timeout says, not after
+// Redis's (2 s).
+TEST_F(WaitTest, AHungRedisDoesNotStretchTheTimeout) {
+  test::SilentSocket hung_redis;
+  PgConnPtr conn = connect();
+  JobId id = enqueue(conn.get(), queue(), json(1));
+  RedisLink redis(hung_redis.url());
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(wait_for_result(conn.get(), redis, id, milliseconds(150)),
+               Timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(1000));
 }
 
 }  // namespace

@@ -56,6 +56,16 @@ TEST(PayloadTest, RefusesDeepNesting) {
     at = &(*at)[0];
   }
   EXPECT_THROW(serialize_payload(deep, 1 << 20, "data"), InvalidInput);
+  // kMaxJsonDepth levels of arrays, the last holding a number: allowed,
+  // as the command line allows it.
+  nlohmann::json deepest = nlohmann::json::array();
+  at = &deepest;
+  for (int i = 1; i < kMaxJsonDepth; ++i) {
+    at->push_back(nlohmann::json::array());
+    at = &(*at)[0];
+  }
+  at->push_back(1);
+  EXPECT_NO_THROW(serialize_payload(deepest, 1 << 20, "data"));
 }
 
 TEST(PayloadTest, RefusesNulCharactersInValuesAndKeys) {
