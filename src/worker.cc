@@ -55,6 +55,9 @@ constexpr milliseconds kPollWithoutRedis{1000};
 // again, doubling up to the max while it keeps failing.
 constexpr milliseconds kFirstPublisherRetry{1000};
 constexpr milliseconds kMaxPublisherRetry{30000};
+// The longest duration WorkerOptions takes.
+constexpr std::chrono::microseconds kLongestDuration =
+    std::chrono::hours(24 * 365 * 10);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
 
@@ -680,11 +683,16 @@ void watchdog(Worker::State& w) {
           " ms and did not stop; exiting so a restart can run it again";
       log(LogLevel::error, message);
       try {
-        PgConnPtr conn = connect_database(w.options.db_url);
+        // Briefly: the process must end even if PostgreSQL is unreachable,
+        // and this holds up the other queues' watch meanwhile.
+        pg::Keyword quick[] = {{"connect_timeout", "2"}};
+        PgConnPtr conn = pg::connect(w.options.db_url, quick);
         std::string attempt = std::to_string(r->attempt);
         std::string id = std::to_string(r->id.value);
         const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
-        PQclear(PQexec(conn.get(), "SET lock_timeout = '2s'"));
+        PQclear(
+            PQexec(conn.get(),
+                   "SET lock_timeout = '2s'; SET statement_timeout = '2s'"));
         PQclear(PQexecParams(conn.get(),
                              "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
                              "AND attempts = $2 AND state = 'running'",
@@ -725,6 +733,21 @@ Worker::Worker(WorkerOptions options, Handler handler)
   if (options.dead_session_timeout < std::chrono::seconds(1)) {
     throw InvalidInput("worker: dead_session_timeout must be at least 1 s");
   }
+  // Every deadline is a clock reading plus one of these: ten years at most,
+  // so none can overflow the clock; none negative.
+  auto check_duration = [](std::chrono::microseconds d, const char* name) {
+    if (d < std::chrono::microseconds(0) || d > kLongestDuration) {
+      throw InvalidInput(std::string("worker: ") + name +
+                         " must be from 0 to ten years");
+    }
+  };
+  check_duration(options.poll_interval, "the poll interval");
+  if (options.job_timeout) check_duration(*options.job_timeout, "job_timeout");
+  check_duration(options.timeout_grace, "timeout_grace");
+  check_duration(options.retry_delay, "retry_delay");
+  check_duration(options.max_retry_delay, "max_retry_delay");
+  check_duration(options.max_commit_delay, "max_commit_delay");
+  check_duration(options.dead_session_timeout, "dead_session_timeout");
   state_->redis_address =
       redis::parse_url(redis_url_or_default(options.redis_url));
   for (std::size_t i = 0; i < options.queues.size(); ++i) {

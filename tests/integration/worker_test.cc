@@ -784,6 +784,19 @@ TEST_F(WorkerTest, RefusesBadOptions) {
   EXPECT_THROW(Worker(o, ok), InvalidInput);
   o.dead_session_timeout = milliseconds(1000);
   EXPECT_NO_THROW(Worker(o, ok));
+  // Durations no deadline can be computed from without overflowing.
+  o = options({"a"});
+  o.retry_delay = milliseconds(-1);
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+  o = options({"a"});
+  o.job_timeout = milliseconds::max();
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+  o = options({"a"});
+  o.max_commit_delay = std::chrono::microseconds::max();
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+  o = options({"a"});
+  o.timeout_grace = std::chrono::hours(24 * 365 * 11);
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
 }
 
 TEST_F(WorkerTest, ShardQueueIsStableAndSpreadsKeys) {
