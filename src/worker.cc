@@ -735,8 +735,12 @@ Worker::Worker(WorkerOptions options, Handler handler)
   }
   // Every deadline is a clock reading plus one of these: ten years at most,
   // so none can overflow the clock; none negative.
-  auto check_duration = [](std::chrono::microseconds d, const char* name) {
-    if (d < std::chrono::microseconds(0) || d > kLongestDuration) {
+  // (Compared in each option's own unit: converting milliseconds::max() to
+  // microseconds would overflow.)
+  auto check_duration = [](auto d, const char* name) {
+    using Unit = decltype(d);
+    if (d < Unit::zero() ||
+        d > std::chrono::duration_cast<Unit>(kLongestDuration)) {
       throw InvalidInput(std::string("worker: ") + name +
                          " must be from 0 to ten years");
     }
