@@ -7,10 +7,13 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 #include "pgjobq/errors.h"
+#include "pgjobq/log.h"
 #include "sql/statements.h"
 
 namespace pgjobq {
@@ -76,15 +79,11 @@ pg::Connection open_session(const std::string& db_url,
   return conn;
 }
 
-// A transaction the server rolled back to break a deadlock or a
-// serialization conflict (under default_transaction_isolation =
-// serializable, say) can simply run again. Deadlocks with pgjobq's own
-// autocommit operations cannot happen (docs/architecture.md, "Lock
-// order"), but a caller's transaction may combine them in any order.
-bool is_transient(const DatabaseError& e) {
-  return e.sqlstate() == "40P01" || e.sqlstate() == "40001";
-}
-constexpr int kTransientTries = 5;
+// Retrying what is_transient() calls transient: from 10 ms, doubling to
+// 1 s, about half a minute in all before giving up.
+constexpr int kTransientTries = 35;
+constexpr std::chrono::milliseconds kFirstTransientPause{10};
+constexpr std::chrono::milliseconds kMaxTransientPause{1000};
 
 pg::Param claim_params_limit(int limit) {
   return pg::param(std::int64_t{limit});
@@ -221,15 +220,8 @@ Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
       {&sql::kClaimJobs,
        {pg::param(std::int64_t{queue_id_}), pg::param(after),
         claim_params_limit(limit), pg::param(std::int64_t{max_attempts})}}};
-  // One implicit transaction, up to the pipeline's sync; run again if the
-  // server broke a deadlock with it (see flush()).
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return parse_claimed(pg::run_pipeline(conn_, calls)[1]);
-    } catch (const DatabaseError& e) {
-      if (!is_transient(e) || attempt == kTransientTries) throw;
-    }
-  }
+  // One implicit transaction, up to the pipeline's sync.
+  return parse_claimed(run_retrying(calls)[1]);
 }
 
 FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
@@ -311,20 +303,18 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   }
   if (wrap || in_transaction) calls.push_back({&sql::kCommit, {}});
 
-  // Run again when the server chose this transaction to break a deadlock
-  // or a serialization conflict: it changed nothing, and nothing has been
-  // published. Not a transactional handler's: its work went with it.
+  // A transactional handler's work goes with its transaction: the caller
+  // decides what a failure means.
   std::vector<pg::Result> results;
-  for (int attempt = 1;; ++attempt) {
+  if (in_transaction) {
     try {
       results = pg::run_pipeline(conn_, calls);
-      break;
-    } catch (const DatabaseError& e) {
+    } catch (const DatabaseError&) {
       end_failed_transaction();
-      if (in_transaction || !is_transient(e) || attempt == kTransientTries) {
-        throw;
-      }
+      throw;
     }
+  } else {
+    results = run_retrying(calls);
   }
   FlushResult out;
   int applied = 0;
@@ -349,6 +339,33 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   out.stale = static_cast<int>(outcomes.size()) - applied;
   if (claim_at) out.claimed = parse_claimed(results[*claim_at]);
   return out;
+}
+
+bool is_transient(const DatabaseError& e) {
+  return e.sqlstate() == "40P01" || e.sqlstate() == "40001";
+}
+
+std::vector<pg::Result> QueueSession::run_retrying(
+    std::span<const pg::Call> calls) {
+  std::chrono::milliseconds pause = kFirstTransientPause;
+  std::minstd_rand jitter(static_cast<unsigned>(PQbackendPID(conn_.get())));
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return pg::run_pipeline(conn_, calls);
+    } catch (const DatabaseError& e) {
+      end_failed_transaction();
+      if (!is_transient(e) || attempt == kTransientTries) throw;
+      if (attempt == 3) {
+        log(LogLevel::warning, "queue \"" + queue_ + "\": " + e.what() +
+                                   "; running the worker's transaction again");
+      }
+      // Apart from whoever it collided with, who may be retrying too.
+      auto spread = std::chrono::milliseconds(
+          jitter() % static_cast<unsigned>(pause.count() + 1));
+      std::this_thread::sleep_for(pause + spread);
+      pause = std::min(pause * 2, kMaxTransientPause);
+    }
+  }
 }
 
 void QueueSession::end_failed_transaction() {

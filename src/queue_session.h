@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "pg/connection.h"
+#include "pgjobq/errors.h"
 #include "pgjobq/job.h"
 
 namespace pgjobq {
@@ -66,6 +68,14 @@ struct FlushResult {
   // What the same transaction claimed.
   Claim claimed;
 };
+
+// Whether the server rolled a transaction back to break a deadlock or a
+// serialization conflict (under default_transaction_isolation =
+// serializable, say): it changed nothing and can simply run again.
+// pgjobq's own autocommit operations cannot deadlock with a worker
+// (docs/architecture.md, "Lock order"), but a caller's transaction, or a
+// transactional handler's, may combine them in any order.
+bool is_transient(const DatabaseError& e);
 
 class QueueSession {
  public:
@@ -132,6 +142,9 @@ class QueueSession {
   // After a statement failed inside BEGIN ... COMMIT: rolls the aborted
   // transaction back, so that the connection is usable again.
   void end_failed_transaction();
+  // run_pipeline, run again (with a pause) while is_transient() failures
+  // end it; nothing a failed try did remains. Logs once if they persist.
+  std::vector<pg::Result> run_retrying(std::span<const pg::Call> calls);
 
   std::string queue_;
   pg::Connection conn_;

@@ -132,7 +132,11 @@ void Wakeups::subscriber_loop() {
   while (!stop_.is_set()) {
     try {
       auto subscriber = redis::Subscriber::open(address_, milliseconds(2000));
-      subscriber.subscribe(channels_);
+      // A stop does not wait for a Redis that is slow to confirm.
+      if (!subscriber.subscribe(channels_, std::chrono::seconds(5),
+                                stop_.fd())) {
+        break;
+      }
       subscribed_ = true;
       if (outage_logged) {
         log(LogLevel::info,

@@ -263,7 +263,7 @@ class Runner {
       ClaimedJob job = std::move(batch_.front());
       batch_.pop_front();
       if (job.spent) {
-        give_up(job);
+        give_up(s, job);
         continue;
       }
       // A session lost since the claim (pg_terminate_backend, a network
@@ -295,14 +295,18 @@ class Runner {
         try {
           commit(s, look, true);
         } catch (const DatabaseError& e) {
-          // The handler's work and the outcome were rolled back together:
-          // a deferred constraint of its own, a serialization failure. It
-          // is the handler's error, under the error policy.
+          // The handler's work and the outcome were rolled back together.
+          // A deferred constraint of its own is the handler's error, under
+          // the error policy. A deadlock or a serialization conflict is
+          // PostgreSQL's choice of a victim (the handler's transaction may
+          // hold the queue's row, having enqueued into it, while an
+          // operator reschedules the next job): it runs again.
           done_.clear();
           handle_error(s, job,
                        std::string("the handler's transaction did not "
                                    "commit: ") +
-                           e.what());
+                           e.what(),
+                       is_transient(e));
           continue;
         }
         looked = look && batch_.empty() && drained_;
@@ -398,7 +402,12 @@ class Runner {
     done_.push_back(std::move(outcome));
   }
 
-  void give_up(const ClaimedJob& job) {
+  void give_up(QueueSession& s, const ClaimedJob& job) {
+    // The spent job is still pending, and marking it failed locks its row:
+    // that must not come after a requeue has taken the queue's rows, or it
+    // deadlocks with a cancel or reschedule of the job (lock order,
+    // docs/architecture.md). So what is done before it commits first.
+    if (!done_.empty()) commit(s, false, false);
     std::string why = "gave up after " + std::to_string(job.attempt) +
                       " attempts (max_attempts " +
                       std::to_string(options_.max_attempts) + ")";
@@ -525,12 +534,16 @@ class Runner {
     }
   }
 
+  // Records `raw_error` on the job and puts it back at the head of the
+  // queue; then the error policy decides, unless the failure was
+  // `transient` (not the handler's doing): then the job simply runs again.
   void handle_error(QueueSession& s, const ClaimedJob& job,
-                    const std::string& raw_error) {
+                    const std::string& raw_error, bool transient = false) {
     // Handlers may throw anything: invalid UTF-8, NUL, megabytes.
     std::string error = storable_text(raw_error, kMaxErrorBytes);
-    log(LogLevel::error,
-        queue_label(queue_) + ": " + describe(job) + " failed: " + error);
+    log(transient ? LogLevel::warning : LogLevel::error,
+        queue_label(queue_) + ": " + describe(job) + " failed: " + error +
+            (transient ? "; running it again" : ""));
     add_done({Outcome::Kind::errored, job.id, job.attempt, nullptr, error});
     for (const ClaimedJob& j : batch_) {
       if (!j.spent) {
@@ -542,6 +555,7 @@ class Runner {
     commit(s, false, false);
     // The job is pending again at its place, at the head of the queue.
     cursor_ = job.position - 1;
+    if (transient) return;
     if (options_.on_error == ErrorPolicy::crash) {
       throw HandlerFailed(
           queue_label(queue_) + ": " + describe(job) + " failed: " + error,

@@ -224,9 +224,9 @@ void Subscriber::send(std::string_view command,
   }
 }
 
-void Subscriber::subscribe(std::span<const std::string> channels,
-                           std::chrono::milliseconds timeout) {
-  if (channels.empty()) return;
+bool Subscriber::subscribe(std::span<const std::string> channels,
+                           std::chrono::milliseconds timeout, int wake_fd) {
+  if (channels.empty()) return true;
   send("SUBSCRIBE", channels);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::size_t confirmed = 0;
@@ -234,8 +234,10 @@ void Subscriber::subscribe(std::span<const std::string> channels,
     ReplyPtr reply =
         read_reply(std::chrono::duration_cast<std::chrono::milliseconds>(
                        deadline - std::chrono::steady_clock::now()),
-                   -1);
+                   wake_fd);
     if (!reply) {
+      pollfd wake{wake_fd, POLLIN, 0};
+      if (wake_fd >= 0 && poll(&wake, 1, 0) > 0) return false;
       throw ConnectionError("Redis at " + conn_.where() +
                             ": no answer to SUBSCRIBE");
     }
@@ -251,6 +253,7 @@ void Subscriber::subscribe(std::span<const std::string> channels,
           {element_text(reply.get(), 1), element_text(reply.get(), 2)});
     }
   }
+  return true;
 }
 
 void Subscriber::unsubscribe(std::span<const std::string> channels) {

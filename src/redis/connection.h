@@ -86,9 +86,11 @@ class Subscriber {
 
   // Subscribes to `channels` and waits, at most `timeout`, for every
   // confirmation. Messages on channels subscribed earlier that arrive
-  // meanwhile are kept for next(). Throws ConnectionError.
-  void subscribe(std::span<const std::string> channels,
-                 std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // meanwhile are kept for next(). Returns false, unconfirmed, if
+  // `wake_fd` (if >= 0) becomes readable first. Throws ConnectionError.
+  bool subscribe(std::span<const std::string> channels,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                 int wake_fd = -1);
 
   // Sends UNSUBSCRIBE for `channels` without waiting for Redis to confirm:
   // the confirmations, and any message already on its way, come later and

@@ -253,5 +253,20 @@ TEST_F(FaultTest, AHungRedisDoesNotStallEveryCommit) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(6000));
 }
 
+// Stopping does not wait for such a Redis either: the subscriber thread
+// used to sit out its 5 s wait for the subscription's confirmation.
+TEST_F(FaultTest, AWorkerStopsPromptlyWhileRedisHangs) {
+  test::SilentSocket hung_redis;
+  WorkerOptions o = worker_options({queue("hung-stop")});
+  o.redis_url = hung_redis.url();
+  BackgroundWorker worker(
+      o, [](const JobContext&) { return HandlerResult::complete(); });
+  ASSERT_TRUE(wait_until([&] { return worker.worker().active_queues() == 1; }));
+  auto asked = std::chrono::steady_clock::now();
+  worker.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, milliseconds(1500));
+  EXPECT_EQ(worker.wait_for_exit(), nullptr);
+}
+
 }  // namespace
 }  // namespace pgjobq

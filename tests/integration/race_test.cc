@@ -270,5 +270,120 @@ TEST_F(RaceTest, WorkerWaitingForANewQueueToBeCommittedCanStop) {
   EXPECT_TRUE(wait_until([&] { return state_of(id) == JobState::completed; }));
 }
 
+// A poison job is marked failed while it is still pending: that locks its
+// row, which an operator's reschedule locks before the queue's row. The
+// commit that did it also held the requeue of a handler's reschedule (the
+// queue's row, then the progress row), and then asked for the poison job's
+// row: a deadlock. Now what is done before a poison job commits first.
+// (Found by a review.)
+TEST_F(RaceTest, RescheduleOfAPoisonJobDuringACommitIsNoDeadlock) {
+  std::string q = queue("spent");
+  std::atomic<bool> a_started{false};
+  Gate release_a;
+  JobId a = enqueue(conn_.get(), q, json("a"));
+  JobId poison = enqueue(conn_.get(), q, json("poison"));
+  run(conn_.get(), "UPDATE pgjobq.jobs SET attempts = 3 WHERE id = " +
+                       std::to_string(poison.value));
+  auto o = worker_options({q});
+  o.poll_interval = std::chrono::seconds(30);
+  o.max_attempts = 3;
+  o.max_commit_delay = milliseconds(1000);  // a and the poison job at once
+  std::atomic<int> a_runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    if (job.data == "a" && ++a_runs == 1) {
+      a_started = true;
+      release_a.wait();
+      return HandlerResult::reschedule();
+    }
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return a_started.load(); }));
+  // An enqueuer holds the queue's row, to line the locks up.
+  PgConnPtr enqueuer = connect();
+  run(enqueuer.get(), "BEGIN");
+  enqueue(enqueuer.get(), q, json("c"));
+  release_a.open();
+  ASSERT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
+  std::string reschedule_error = "none";
+  std::thread operator_thread([&] {
+    PgConnPtr c = connect();
+    try {
+      reschedule(c.get(), poison);
+    } catch (const std::exception& e) {
+      reschedule_error = e.what();
+    }
+  });
+  ASSERT_TRUE(wait_until([&] { return lock_waiters() == 2; }));
+  run(enqueuer.get(), "COMMIT");
+  operator_thread.join();
+  EXPECT_EQ(reschedule_error, "none");
+  // Rescheduled as a fresh job, it runs after the others.
+  EXPECT_TRUE(wait_until([&] {
+    return state_of(a) == JobState::completed &&
+           state_of(poison) == JobState::completed;
+  }));
+  EXPECT_EQ(query_value("SELECT deadlocks FROM pg_stat_database "
+                        "WHERE datname = current_database()"),
+            "0");
+  EXPECT_FALSE(worker.finished());
+}
+
+// A transactional handler's transaction is like a caller's: it may take
+// the queue's row (enqueueing a follow-up job into its own queue) before
+// the worker appends the claim of the next job to it. An operator's
+// reschedule of that next job (its row, then the queue's) then deadlocks
+// with it, and PostgreSQL fails one of the two: the reschedule, with an
+// error its caller can retry, or the handler's transaction, and then the
+// job simply runs again, not counted as the handler's error. Either way no
+// job is lost and the worker goes on. (Found by a review; a known limit.)
+TEST_F(RaceTest, TransactionalHandlerThatEnqueuesSurvivesADeadlock) {
+  std::string q = queue("txn-enqueue");
+  std::atomic<bool> a_enqueued{false};
+  Gate release_a;
+  JobId a = enqueue(conn_.get(), q, json("a"));
+  JobId next = enqueue(conn_.get(), q, json("next"));
+  auto o = worker_options({q});
+  o.poll_interval = std::chrono::seconds(30);
+  o.transactional = true;  // under the crash policy
+  std::atomic<int> a_runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    if (job.data == "a") {
+      enqueue(job.db, q, json("follow-up"));
+      if (++a_runs == 1) {
+        a_enqueued = true;
+        release_a.wait();
+      }
+    }
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return a_enqueued.load(); }));
+  std::string reschedule_error;
+  std::thread operator_thread([&] {
+    PgConnPtr c = connect();
+    try {
+      reschedule(c.get(), next);
+    } catch (const std::exception& e) {
+      reschedule_error = e.what();
+    }
+  });
+  ASSERT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
+  release_a.open();
+  operator_thread.join();
+  if (!reschedule_error.empty()) {
+    EXPECT_TRUE(test::contains(reschedule_error, "deadlock"))
+        << reschedule_error;
+  }
+  EXPECT_TRUE(wait_until([&] {
+    return state_of(a) == JobState::completed &&
+           state_of(next) == JobState::completed;
+  }));
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.jobs WHERE data = "
+                        "'\"follow-up\"' AND state = 'completed'"),
+            "1");
+  EXPECT_FALSE(worker.finished());
+  worker.join();
+  EXPECT_EQ(worker.wait_for_exit(), nullptr);
+}
+
 }  // namespace
 }  // namespace pgjobq
