@@ -137,30 +137,7 @@ std::string format_age(std::chrono::microseconds age) {
 
 std::string one_line(std::string message,
                      const std::vector<std::string>& secrets) {
-  // One pass over the original text, the longest secret first at each
-  // place: masking secret by secret would scan the "***" already written,
-  // and a secret made of '*' would then multiply the message.
-  std::string out;
-  out.reserve(message.size());
-  std::string_view rest = message;
-  while (!rest.empty()) {
-    std::size_t matched = 0;
-    for (const std::string& secret : secrets) {
-      if (secret.size() > matched && rest.starts_with(secret)) {
-        matched = secret.size();
-      }
-    }
-    if (matched > 0) {
-      out += "***";
-      rest.remove_prefix(matched);
-      continue;
-    }
-    auto u = static_cast<unsigned char>(rest.front());
-    out += u < 0x20 || u == 0x7f ? ' ' : rest.front();
-    rest.remove_prefix(1);
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
+  return scrub_secrets(message, secrets);
 }
 
 std::string escape_bytes(std::string_view bytes, std::size_t max) {

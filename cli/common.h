@@ -77,7 +77,8 @@ JobId parse_job_id(std::string_view text);
 std::string format_age(std::chrono::microseconds age);
 
 // `message` made into one printable line: every secret replaced by "***",
-// line breaks and other control characters by spaces.
+// line breaks and other control characters by spaces
+// (pgjobq::scrub_secrets).
 std::string one_line(std::string message,
                      const std::vector<std::string>& secrets = {});
 

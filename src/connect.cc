@@ -36,33 +36,6 @@ std::vector<std::string> passwords_in(const std::string& url) {
   return found;
 }
 
-// `message` on one line, every secret in it masked. One pass over the
-// original text, the longest secret first at each place: masking secret by
-// secret would scan the "***" already written (and never end on a secret
-// that is "***").
-std::string scrub(std::string_view message,
-                  const std::vector<std::string>& secrets) {
-  std::string out;
-  while (!message.empty()) {
-    std::size_t matched = 0;
-    for (const std::string& secret : secrets) {
-      if (secret.size() > matched && message.starts_with(secret)) {
-        matched = secret.size();
-      }
-    }
-    if (matched > 0) {
-      out += "***";
-      message.remove_prefix(matched);
-      continue;
-    }
-    out += message.front() == '\n' || message.front() == '\r' ? ' '
-                                                              : message.front();
-    message.remove_prefix(1);
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
 // Names the server for messages: the redacted URL, or what libpq settled on
 // when the URL was empty.
 std::string describe_target(const std::string& url, PGconn* conn) {
@@ -111,9 +84,9 @@ PgConnPtr connect(std::string_view url_arg, std::span<const Keyword> extra) {
     throw ConnectionError("cannot connect to PostgreSQL: out of memory");
   }
   if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw ConnectionError("cannot connect to " +
-                          describe_target(url, conn.get()) + ": " +
-                          scrub(PQerrorMessage(conn.get()), passwords_in(url)));
+    throw ConnectionError(
+        "cannot connect to " + describe_target(url, conn.get()) + ": " +
+        scrub_secrets(PQerrorMessage(conn.get()), passwords_in(url)));
   }
   return conn;
 }

@@ -142,6 +142,32 @@ std::vector<std::string> url_passwords(std::string_view url) {
   return out;
 }
 
+std::string scrub_secrets(std::string_view message,
+                          const std::vector<std::string>& secrets) {
+  // One pass: masking secret by secret would scan the "***" already
+  // written, and a secret made of '*' would then multiply the message.
+  std::string out;
+  out.reserve(message.size());
+  while (!message.empty()) {
+    std::size_t matched = 0;
+    for (const std::string& secret : secrets) {
+      if (secret.size() > matched && message.starts_with(secret)) {
+        matched = secret.size();
+      }
+    }
+    if (matched > 0) {
+      out += kMask;
+      message.remove_prefix(matched);
+      continue;
+    }
+    auto c = static_cast<unsigned char>(message.front());
+    out += c < 0x20 || c == 0x7f ? ' ' : message.front();
+    message.remove_prefix(1);
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
 std::string redact(std::string_view url) {
   // Both readings of the original text, masked together: one's mask never
   // hides from the other what it has to find (a userinfo mask that ran over

@@ -33,6 +33,12 @@ std::string redact(std::string_view url);
 // host name it complains about). Thread-safe.
 std::vector<std::string> url_passwords(std::string_view url);
 
+// `message` made into one printable line: every secret in it replaced by
+// "***" (the longest first, in one pass over the original text), line
+// breaks and other control characters by spaces, trailing spaces dropped.
+std::string scrub_secrets(std::string_view message,
+                          const std::vector<std::string>& secrets);
+
 // The Redis URL to use: `url` if not empty, else REDIS_URL, else
 // redis://127.0.0.1:6379.
 std::string redis_url_or_default(std::string_view url = {});

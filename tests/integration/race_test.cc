@@ -56,6 +56,21 @@ class RaceTest : public test::DatabaseTest {
                wait_event + "'") != "0";
   }
 
+  // An operator's `reschedule(id)` on a connection of its own, on a thread
+  // of its own (it is meant to wait for locks); what it threw, if
+  // anything, lands in `error` ("" if nothing).
+  std::thread reschedule_in_background(JobId id, std::string& error) const {
+    error.clear();
+    return std::thread([this, id, &error] {
+      PgConnPtr c = connect();
+      try {
+        reschedule(c.get(), id);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    });
+  }
+
   JobState state_of(JobId id) const {
     return query_job(conn_.get(), id)->state;
   }
@@ -94,16 +109,16 @@ TEST_F(RaceTest, RescheduleOfTheHeadJobDuringTheClaimKeepsFifo) {
   run(enqueuer.get(), "BEGIN");
   enqueue(enqueuer.get(), q, json(4));
   // ...so the reschedule of job 1 locks that job's row and waits for it.
-  std::thread operator_thread([&] {
-    PgConnPtr c = connect();
-    reschedule(c.get(), head);
-  });
+  std::string reschedule_error;
+  std::thread operator_thread =
+      reschedule_in_background(head, reschedule_error);
   ASSERT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
   // Job 0 finishes; the claim of the next jobs waits for job 1's row.
   release_first.open();
   ASSERT_TRUE(wait_until([&] { return lock_waiters() == 2; }));
   run(enqueuer.get(), "COMMIT");
   operator_thread.join();
+  EXPECT_EQ(reschedule_error, "");
   std::vector<std::string> expected = {"0", "2", "3", "4", "1"};
   EXPECT_TRUE(wait_until([&] { return journal.size() >= 5; }))
       << json(journal.entries()).dump();
@@ -304,19 +319,13 @@ TEST_F(RaceTest, RescheduleOfAPoisonJobDuringACommitIsNoDeadlock) {
   enqueue(enqueuer.get(), q, json("c"));
   release_a.open();
   ASSERT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
-  std::string reschedule_error = "none";
-  std::thread operator_thread([&] {
-    PgConnPtr c = connect();
-    try {
-      reschedule(c.get(), poison);
-    } catch (const std::exception& e) {
-      reschedule_error = e.what();
-    }
-  });
+  std::string reschedule_error;
+  std::thread operator_thread =
+      reschedule_in_background(poison, reschedule_error);
   ASSERT_TRUE(wait_until([&] { return lock_waiters() == 2; }));
   run(enqueuer.get(), "COMMIT");
   operator_thread.join();
-  EXPECT_EQ(reschedule_error, "none");
+  EXPECT_EQ(reschedule_error, "");
   // Rescheduled as a fresh job, it runs after the others.
   EXPECT_TRUE(wait_until([&] {
     return state_of(a) == JobState::completed &&
@@ -358,14 +367,8 @@ TEST_F(RaceTest, TransactionalHandlerThatEnqueuesSurvivesADeadlock) {
   });
   ASSERT_TRUE(wait_until([&] { return a_enqueued.load(); }));
   std::string reschedule_error;
-  std::thread operator_thread([&] {
-    PgConnPtr c = connect();
-    try {
-      reschedule(c.get(), next);
-    } catch (const std::exception& e) {
-      reschedule_error = e.what();
-    }
-  });
+  std::thread operator_thread =
+      reschedule_in_background(next, reschedule_error);
   ASSERT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
   release_a.open();
   operator_thread.join();
