@@ -2,6 +2,7 @@
 
 #include "cli/job_commands.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -41,7 +42,10 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   nlohmann::json data =
       !a.has_json ? nlohmann::json()
                   : json_argument(a.json, "job data", kDefaultMaxPayloadBytes);
-  RedisLink redis(c.redis_url);
+  // With --wait --timeout S, a Redis that never answers may not hold the
+  // wake-up longer than S either (the link's own bound is 2 s).
+  RedisLink redis(c.redis_url,
+                  std::clamp(timeout, milliseconds(1), milliseconds(2000)));
   PgConnPtr db = connect(c);
 
   std::optional<JobId> id = try_enqueue(db.get(), a.queue, data, a.limit);

@@ -16,6 +16,7 @@
 #include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
+#include "support/silent_socket.h"
 #include "support/worker.h"
 
 namespace pgjobq::test {
@@ -288,6 +289,20 @@ TEST_F(CliTest, EnqueueWaitTimesOut) {
   EXPECT_EQ(r.exit_code, 4);
   EXPECT_TRUE(OneLine(r.err));
   EXPECT_EQ(state_of(JobId{std::stoll(r.out)}), "pending");
+}
+
+// Against a Redis that takes connections and never answers, the wake-up
+// and the wait both give up within --timeout: it used to take 2 s for the
+// wake-up and 2 s more for the subscription, whatever --timeout said.
+TEST_F(CliTest, EnqueueWaitTimesOutOnTimeAgainstAHungRedis) {
+  test::SilentSocket hung_redis;
+  std::string q = queue();
+  auto started = std::chrono::steady_clock::now();
+  ProcessResult r = pgjobq({"--redis", hung_redis.url(), "enqueue", q, "{}",
+                            "--wait", "--timeout", "0.3"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - started,
+            std::chrono::milliseconds(1500));
 }
 
 // ------------------------------------------------------------ wait
