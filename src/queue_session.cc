@@ -80,7 +80,8 @@ pg::Connection open_session(const std::string& db_url,
 }
 
 // Retrying what is_transient() calls transient: from 10 ms, doubling to
-// 1 s, about half a minute in all before giving up.
+// 1 s (plus up to as much again, at random), for half a minute to a minute
+// in all before giving up.
 constexpr int kTransientTries = 35;
 constexpr std::chrono::milliseconds kFirstTransientPause{10};
 constexpr std::chrono::milliseconds kMaxTransientPause{1000};
