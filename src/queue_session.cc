@@ -222,7 +222,7 @@ Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
        {pg::param(std::int64_t{queue_id_}), pg::param(after),
         claim_params_limit(limit), pg::param(std::int64_t{max_attempts})}}};
   // One implicit transaction, up to the pipeline's sync.
-  return parse_claimed(run_retrying(calls)[1]);
+  return parse_claimed(run_retrying(calls, kTransientTries)[1]);
 }
 
 FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
@@ -304,19 +304,10 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   }
   if (wrap || in_transaction) calls.push_back({&sql::kCommit, {}});
 
-  // A transactional handler's work goes with its transaction: the caller
-  // decides what a failure means.
-  std::vector<pg::Result> results;
-  if (in_transaction) {
-    try {
-      results = pg::run_pipeline(conn_, calls);
-    } catch (const DatabaseError&) {
-      end_failed_transaction();
-      throw;
-    }
-  } else {
-    results = run_retrying(calls);
-  }
+  // A transactional handler's work goes with its transaction, so that one
+  // is tried once: the caller decides what a failure means.
+  std::vector<pg::Result> results =
+      run_retrying(calls, in_transaction ? 1 : kTransientTries);
   FlushResult out;
   int applied = 0;
   if (finish_at) {
@@ -347,7 +338,7 @@ bool is_transient(const DatabaseError& e) {
 }
 
 std::vector<pg::Result> QueueSession::run_retrying(
-    std::span<const pg::Call> calls) {
+    std::span<const pg::Call> calls, int tries) {
   std::chrono::milliseconds pause = kFirstTransientPause;
   std::minstd_rand jitter(static_cast<unsigned>(PQbackendPID(conn_.get())));
   for (int attempt = 1;; ++attempt) {
@@ -355,7 +346,7 @@ std::vector<pg::Result> QueueSession::run_retrying(
       return pg::run_pipeline(conn_, calls);
     } catch (const DatabaseError& e) {
       end_failed_transaction();
-      if (!is_transient(e) || attempt == kTransientTries) throw;
+      if (!is_transient(e) || attempt >= tries) throw;
       if (attempt == 3) {
         log(LogLevel::warning, "queue \"" + queue_ + "\": " + e.what() +
                                    "; running the worker's transaction again");

@@ -142,9 +142,11 @@ class QueueSession {
   // After a statement failed inside BEGIN ... COMMIT: rolls the aborted
   // transaction back, so that the connection is usable again.
   void end_failed_transaction();
-  // run_pipeline, run again (with a pause) while is_transient() failures
-  // end it; nothing a failed try did remains. Logs once if they persist.
-  std::vector<pg::Result> run_retrying(std::span<const pg::Call> calls);
+  // run_pipeline, up to `tries` times (with a pause between) while
+  // is_transient() failures end it; nothing a failed try did remains, and
+  // an aborted transaction is ended. Logs once if the failures persist.
+  std::vector<pg::Result> run_retrying(std::span<const pg::Call> calls,
+                                       int tries);
 
   std::string queue_;
   pg::Connection conn_;

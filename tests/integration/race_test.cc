@@ -42,6 +42,14 @@ class RaceTest : public test::DatabaseTest {
     PQclear(r);
   }
 
+  // A worker on `queue` that finds jobs by its claims and wake-ups alone:
+  // no poll comes in the middle of a race.
+  WorkerOptions options(const std::string& queue) const {
+    WorkerOptions o = worker_options({queue});
+    o.poll_interval = std::chrono::seconds(30);
+    return o;
+  }
+
   // Sessions of this test's database waiting for a lock held by another.
   int lock_waiters() const {
     return std::stoi(
@@ -96,8 +104,7 @@ TEST_F(RaceTest, RescheduleOfTheHeadJobDuringTheClaimKeepsFifo) {
     }
     return HandlerResult::complete();
   };
-  auto o = worker_options({q});
-  o.poll_interval = std::chrono::seconds(30);
+  auto o = options(q);
   enqueue(conn_.get(), q, json(0));
   BackgroundWorker worker(o, handler);
   ASSERT_TRUE(wait_until([&] { return first_started.load(); }));
@@ -152,8 +159,7 @@ TEST_F(RaceTest, CancelOfTheNextJobDuringACommitIsNoDeadlock) {
   std::string q = queue("cancel-next");
   std::atomic<bool> first_started{false};
   Gate release_first;
-  auto o = worker_options({q});
-  o.poll_interval = std::chrono::seconds(30);
+  auto o = options(q);
   JobId first = enqueue(conn_.get(), q, json("first"));
   JobId next = enqueue(conn_.get(), q, json("next"));
   BackgroundWorker worker(o, [&](const JobContext& job) {
@@ -200,8 +206,7 @@ TEST_F(RaceTest, WorkerRunsItsCommitAgainWhenPostgresBreaksADeadlock) {
   Gate release_a;
   JobId a = enqueue(conn_.get(), q, json("a"));
   JobId b = enqueue(conn_.get(), q, json("b"));
-  auto o = worker_options({q});
-  o.poll_interval = std::chrono::seconds(30);
+  auto o = options(q);
   // a and b in one claim, their outcomes in one commit.
   o.max_commit_delay = milliseconds(1000);
   std::atomic<int> b_runs{0};
@@ -304,8 +309,7 @@ TEST_F(RaceTest, RescheduleOfAPoisonJobDuringACommitIsNoDeadlock) {
   JobId poison = enqueue(conn_.get(), q, json("poison"));
   run(conn_.get(), "UPDATE pgjobq.jobs SET attempts = 3 WHERE id = " +
                        std::to_string(poison.value));
-  auto o = worker_options({q});
-  o.poll_interval = std::chrono::seconds(30);
+  auto o = options(q);
   o.max_attempts = 3;
   o.max_commit_delay = milliseconds(1000);  // a and the poison job at once
   std::atomic<int> a_runs{0};
@@ -356,8 +360,7 @@ TEST_F(RaceTest, TransactionalHandlerThatEnqueuesSurvivesADeadlock) {
   Gate release_a;
   JobId a = enqueue(conn_.get(), q, json("a"));
   JobId next = enqueue(conn_.get(), q, json("next"));
-  auto o = worker_options({q});
-  o.poll_interval = std::chrono::seconds(30);
+  auto o = options(q);
   o.transactional = true;  // under the crash policy
   std::atomic<int> a_runs{0};
   BackgroundWorker worker(o, [&](const JobContext& job) {
