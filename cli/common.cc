@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,40 @@ namespace {
 constexpr double kMaxDurationSeconds = 10.0 * 365 * 24 * 3600;
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_letter(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+// The units a duration may carry, short and spelled out.
+struct Unit {
+  std::string_view name;
+  double seconds;
+};
+constexpr Unit kUnits[] = {
+    {"us", 1e-6},
+    {"ms", 1e-3},
+    {"s", 1},
+    {"sec", 1},
+    {"secs", 1},
+    {"second", 1},
+    {"seconds", 1},
+    {"m", 60},
+    {"min", 60},
+    {"mins", 60},
+    {"minute", 60},
+    {"minutes", 60},
+    {"h", 3600},
+    {"hr", 3600},
+    {"hrs", 3600},
+    {"hour", 3600},
+    {"hours", 3600},
+    {"d", 86400},
+    {"day", 86400},
+    {"days", 86400},
+    {"w", 7 * 86400},
+    {"week", 7 * 86400},
+    {"weeks", 7 * 86400},
+};
 
 void on_notice(void*, const char* message) {
   std::string_view text(message);
@@ -51,63 +86,77 @@ std::chrono::microseconds parse_duration(std::string_view text,
     return usage_error(std::string(option) + ": invalid duration \"" +
                        escape_bytes(redact(text), 40) + "\": " + why);
   };
-  std::size_t number_end = 0;
-  while (number_end < text.size() &&
-         (is_digit(text[number_end]) || text[number_end] == '.')) {
-    ++number_end;
+  const std::string kUnitList = "us, ms, s, m, h, d or w";
+  const std::string kExpected =
+      "expected a non-negative number with a unit, such as 30s, 15m, 7d or "
+      "1h30m";
+  if (text.empty() || text.front() == ' ' || text.back() == ' ') {
+    throw refuse(kExpected);
   }
-  std::string_view number = text.substr(0, number_end);
-  std::string_view unit = text.substr(number_end);
-  if (number.empty() || number.front() == '.' || number.back() == '.' ||
-      number.find('.') != number.rfind('.')) {
-    throw refuse(
-        "expected a non-negative number with a unit, such as 30s, 15m or 7d");
-  }
-  double value = 0;
-  // std::from_chars for double is in g++ 12's library.
-  auto [end, ec] =
-      std::from_chars(number.data(), number.data() + number.size(), value);
-  if (ec != std::errc() || end != number.data() + number.size()) {
-    throw refuse("not a number");
-  }
-  double seconds_per_unit = 0;
-  if (unit.empty()) {
-    if (!bare_seconds) {
-      throw refuse("give a unit: us, ms, s, m, h, d or w (such as 7d)");
+  auto skip_spaces = [&](std::size_t at) {
+    while (at < text.size() && text[at] == ' ') ++at;
+    return at;
+  };
+  double seconds = 0;
+  // Terms, each a number and its unit: "90s", "1.5h", "7 days", "1h 30m".
+  for (std::size_t at = 0, terms = 0; at < text.size(); ++terms) {
+    at = skip_spaces(at);
+    std::size_t number_begin = at;
+    while (at < text.size() && (is_digit(text[at]) || text[at] == '.')) ++at;
+    std::string_view number = text.substr(number_begin, at - number_begin);
+    if (number.empty() || number.front() == '.' || number.back() == '.' ||
+        number.find('.') != number.rfind('.')) {
+      throw refuse(kExpected);
     }
-    seconds_per_unit = 1;
-  } else if (unit == "us") {
-    seconds_per_unit = 1e-6;
-  } else if (unit == "ms") {
-    seconds_per_unit = 1e-3;
-  } else if (unit == "s") {
-    seconds_per_unit = 1;
-  } else if (unit == "m") {
-    seconds_per_unit = 60;
-  } else if (unit == "h") {
-    seconds_per_unit = 3600;
-  } else if (unit == "d") {
-    seconds_per_unit = 86400;
-  } else if (unit == "w") {
-    seconds_per_unit = 7 * 86400;
-  } else {
-    throw refuse("unknown unit \"" + escape_bytes(unit, 10) +
-                 "\"; use us, ms, s, m, h, d or w");
-  }
-  double seconds = value * seconds_per_unit;
-  if (!std::isfinite(seconds) || seconds > kMaxDurationSeconds) {
-    throw refuse("longer than ten years");
+    double value = 0;
+    // std::from_chars for double is in g++ 12's library.
+    auto [end, ec] =
+        std::from_chars(number.data(), number.data() + number.size(), value);
+    if (ec != std::errc() || end != number.data() + number.size()) {
+      throw refuse("not a number");
+    }
+    at = skip_spaces(at);
+    std::size_t unit_begin = at;
+    while (at < text.size() && is_letter(text[at])) ++at;
+    std::string_view unit = text.substr(unit_begin, at - unit_begin);
+    double per_unit = 1;
+    if (unit.empty()) {
+      // A bare number means seconds only as the whole duration.
+      if (!bare_seconds || terms > 0 || at < text.size()) {
+        throw refuse("give a unit: " + kUnitList + " (such as 7d)");
+      }
+    } else {
+      auto known = std::find_if(std::begin(kUnits), std::end(kUnits),
+                                [&](const Unit& u) { return u.name == unit; });
+      if (known == std::end(kUnits)) {
+        throw refuse("unknown unit \"" + escape_bytes(unit, 10) + "\"; use " +
+                     kUnitList);
+      }
+      per_unit = known->seconds;
+    }
+    seconds += value * per_unit;
+    if (!std::isfinite(seconds) || seconds > kMaxDurationSeconds) {
+      throw refuse("longer than ten years");
+    }
   }
   return std::chrono::microseconds(
       static_cast<std::int64_t>(std::llround(seconds * 1e6)));
 }
 
 JobId parse_job_id(std::string_view text) {
+  bool all_digits =
+      !text.empty() && std::all_of(text.begin(), text.end(), is_digit);
   std::int64_t value = 0;
   auto [end, ec] =
       std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || !is_digit(text.front()) || ec != std::errc() ||
-      end != text.data() + text.size() || value <= 0) {
+  if (all_digits && ec == std::errc::result_out_of_range) {
+    // A well-formed id that no job can have: ids are PostgreSQL bigints.
+    throw ExitError(kExitNoSuchJob,
+                    "no job with id " + escape_bytes(text, 40) +
+                        " (job ids go up to 9223372036854775807)");
+  }
+  if (!all_digits || ec != std::errc() || end != text.data() + text.size() ||
+      value <= 0) {
     throw usage_error("invalid job id \"" + escape_bytes(redact(text), 40) +
                       "\": expected a positive integer");
   }

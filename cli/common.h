@@ -60,15 +60,18 @@ inline ExitError usage_error(const std::string& message) {
 // mapping of pgjobq's errors (and ExitError's own code).
 int exit_code_for(const std::exception& error) noexcept;
 
-// Parses a duration: a non-negative decimal number with a unit, one of
-// us, ms, s, m, h, d, w ("30s", "1.5m", "7d"). A bare number means seconds
-// when `bare_seconds` is true and is refused otherwise. Throws ExitError
-// (usage) naming `option` for anything else, or for more than ten years.
+// Parses a duration: terms of a non-negative decimal number and a unit,
+// one of us, ms, s, m, h, d, w or their spelled-out names (sec, minutes,
+// hour, days, weeks...), with or without spaces between them ("30s",
+// "1.5m", "7d", "1h30m", "7 days"). A bare number means seconds when
+// `bare_seconds` is true and is refused otherwise. Throws ExitError (usage)
+// naming `option` for anything else, or for more than ten years.
 std::chrono::microseconds parse_duration(std::string_view text,
                                          std::string_view option,
                                          bool bare_seconds = true);
 
-// Parses a job id: a positive decimal integer. Throws ExitError (usage).
+// Parses a job id: a positive decimal integer. Throws ExitError: usage for
+// anything else, "no such job" for digits beyond a bigint (no job has them).
 // Messages quote refused arguments through redact(): a URL given in the
 // wrong place shows no password, not even a cut-off one.
 JobId parse_job_id(std::string_view text);

@@ -255,8 +255,8 @@ void add_admin_commands(CLI::App& app, const ConnectionsPtr& c,
         "Examples:\n  pgjobq prune --older-than 7d\n"
         "  pgjobq prune --older-than 15m");
     sub->add_option("--older-than", *older_than,
-                    "A number with a unit: us, ms, s, m, h, d or w (30s, 15m, "
-                    "7d)")
+                    "Numbers with units: us, ms, s, m, h, d or w, or spelled "
+                    "out (30s, 15m, 7d, 1h30m, \"7 days\")")
         ->capture_default_str();
     commands.push_back(
         {sub, [c, older_than] { return prune_command(*c, *older_than); }});

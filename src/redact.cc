@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "percent.h"
 #include "pgjobq/connection.h"
 
 namespace pgjobq {
@@ -86,29 +87,6 @@ void password_parameters(std::string_view text, std::vector<Range>& out) {
   }
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// %XX decoded; anything else (a '%' not followed by two hex digits) kept.
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
-        hex_value(text[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(text[i + 1]) * 16 +
-                               hex_value(text[i + 2]));
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
-
 void add_once(std::vector<std::string>& out, std::string secret) {
   if (secret.empty()) return;
   if (std::find(out.begin(), out.end(), secret) == out.end()) {
@@ -130,7 +108,7 @@ std::vector<std::string> url_passwords(std::string_view url) {
       raw = raw.substr(1, raw.size() - 2);
     }
     add_once(out, std::string(raw));
-    add_once(out, percent_decode(raw));
+    add_once(out, *percent_decode(raw, /*keep_bad_escapes=*/true));
     if (raw.find('@') == std::string_view::npos) continue;
     for (std::size_t from = 0;;) {
       std::size_t at = raw.find('@', from);

@@ -1,7 +1,9 @@
 #include <charconv>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "percent.h"
 #include "pgjobq/connection.h"
 #include "pgjobq/errors.h"
 #include "redis/connection.h"
@@ -14,31 +16,12 @@ namespace {
                      "\": " + std::string(why));
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string percent_decode(std::string_view text, const std::string& redacted) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out += text[i];
-      continue;
-    }
-    if (i + 2 >= text.size()) {
-      refuse(redacted, "incomplete %-escape");
-    }
-    int hi = hex_value(text[i + 1]);
-    int lo = hex_value(text[i + 2]);
-    if (hi < 0 || lo < 0) refuse(redacted, "bad %-escape");
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return out;
+// `text` percent-decoded; a bad or incomplete %-escape is refused.
+std::string decode(std::string_view text, const std::string& redacted) {
+  std::optional<std::string> decoded =
+      percent_decode(text, /*keep_bad_escapes=*/false);
+  if (!decoded) refuse(redacted, "bad or incomplete %-escape");
+  return *decoded;
 }
 
 int parse_number(std::string_view text, int max, const std::string& redacted,
@@ -66,7 +49,7 @@ void parse_query(std::string_view query, Address& address) {
       refuse(address.redacted, "query parameter without '='");
     }
     std::string_view key = pair.substr(0, eq);
-    std::string value = percent_decode(pair.substr(eq + 1), address.redacted);
+    std::string value = decode(pair.substr(eq + 1), address.redacted);
     if (key == "db") {
       address.db = parse_number(value, 1 << 20, address.redacted, "db");
     } else if (key == "password") {
@@ -92,7 +75,7 @@ Address parse_url(std::string_view url) {
   } else if (url.starts_with("unix://")) {
     rest = url.substr(7);
     std::size_t q = rest.find('?');
-    address.unix_path = percent_decode(rest.substr(0, q), redacted);
+    address.unix_path = decode(rest.substr(0, q), redacted);
     if (address.unix_path.empty() || address.unix_path[0] != '/') {
       refuse(redacted, "a unix:// URL needs an absolute socket path");
     }
@@ -112,10 +95,10 @@ Address parse_url(std::string_view url) {
     std::size_t colon = userinfo.find(':');
     if (colon == std::string_view::npos) {
       // redis://secret@host is how several clients spell a bare password.
-      address.password = percent_decode(userinfo, redacted);
+      address.password = decode(userinfo, redacted);
     } else {
-      address.user = percent_decode(userinfo.substr(0, colon), redacted);
-      address.password = percent_decode(userinfo.substr(colon + 1), redacted);
+      address.user = decode(userinfo.substr(0, colon), redacted);
+      address.password = decode(userinfo.substr(colon + 1), redacted);
     }
   }
   std::size_t slash = rest.find('/');

@@ -449,6 +449,16 @@ TEST_F(CliJobTest, ShowAnUnknownJobExits6) {
   EXPECT_EQ(r.out, "");
 }
 
+TEST_F(CliJobTest, AnIdBeyondEveryJobExits6) {
+  for (const char* command : {"show", "wait", "cancel", "reschedule"}) {
+    ProcessResult r = pgjobq({command, "99999999999999999999"});
+    EXPECT_EQ(r.exit_code, 6) << command << ": " << r.err;
+    EXPECT_TRUE(OneLine(r.err)) << r.err;
+    EXPECT_TRUE(contains(r.err, "no job with id 99999999999999999999"))
+        << r.err;
+  }
+}
+
 // ------------------------------------------------------------ cancel
 
 TEST_F(CliJobTest, CancelMakesAPendingJobCancelledAndWakesItsWaiters) {
@@ -590,7 +600,7 @@ TEST_F(CliJobTest, PruneDeletesFinishedJobsOlderThanTheDuration) {
   JobId old = add_job(q, "2");
   ASSERT_EQ(pgjobq({"cancel", std::to_string(old.value)}).exit_code, 0);
 
-  ProcessResult keep = pgjobq({"prune", "--older-than", "1d"});
+  ProcessResult keep = pgjobq({"prune", "--older-than", "1 day"});
   EXPECT_EQ(keep.exit_code, 0) << keep.err;
   EXPECT_EQ(keep.out, "0\n");
   EXPECT_EQ(keep.err, "");  // no progress when stderr is not a terminal

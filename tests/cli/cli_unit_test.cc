@@ -57,6 +57,17 @@ TEST(CliDuration, ParsesNumbersWithUnits) {
   EXPECT_EQ(parse_duration("0s", "--x"), microseconds(0));
 }
 
+TEST(CliDuration, AddsTermsAndReadsSpelledOutUnits) {
+  EXPECT_EQ(parse_duration("1h30m", "--x"), std::chrono::minutes(90));
+  EXPECT_EQ(parse_duration("2d 12h", "--x"), std::chrono::hours(60));
+  EXPECT_EQ(parse_duration("7 days", "--x", false), std::chrono::hours(24 * 7));
+  EXPECT_EQ(parse_duration("1 hour 5 minutes", "--x"),
+            std::chrono::minutes(65));
+  EXPECT_EQ(parse_duration("5 s", "--x"), seconds(5));
+  EXPECT_EQ(parse_duration("1.5sec", "--x"), milliseconds(1500));
+  EXPECT_EQ(parse_duration("2weeks", "--x"), std::chrono::hours(24 * 14));
+}
+
 TEST(CliDuration, BareNumbersAreSecondsWhereAllowed) {
   EXPECT_EQ(parse_duration("2", "--timeout"), seconds(2));
   EXPECT_EQ(parse_duration("0.25", "--timeout"), milliseconds(250));
@@ -65,8 +76,11 @@ TEST(CliDuration, BareNumbersAreSecondsWhereAllowed) {
 }
 
 TEST(CliDuration, RefusesWhatIsNotADuration) {
-  for (const char* bad : {"", "s", "-5s", "5x", "5 s", "1..2s", ".5s", "5.s",
-                          "abc", "1e3s", "99999999999d", "5sm"}) {
+  for (const char* bad :
+       {"",       "s",    "-5s",   "5x",         " 5s",      "5s ",
+        "1..2s",  ".5s",  "5.s",   "abc",        "1e3s",     "99999999999d",
+        "5sm",    "1h30", "30 1h", "5 days ago", "3650d 1d", "5s,3s",
+        "1h-30m", "Ms"}) {
     EXPECT_EQ(usage_code_of([&] { parse_duration(bad, "--older-than"); }),
               kExitUsage)
         << bad;
@@ -83,8 +97,13 @@ TEST(CliJobId, ParsesPositiveIntegersOnly) {
   EXPECT_EQ(parse_job_id("42").value, 42);
   EXPECT_EQ(parse_job_id("9223372036854775807").value, 9223372036854775807LL);
   for (const char* bad : {"", "0", "-1", "+1", "1.5", "abc", "12a", " 1",
-                          "9223372036854775808"}) {
+                          "-9223372036854775809", "99999999999999999999a"}) {
     EXPECT_EQ(usage_code_of([&] { parse_job_id(bad); }), kExitUsage) << bad;
+  }
+  // Digits beyond a bigint are well formed, and name no job.
+  for (const char* none : {"9223372036854775808", "99999999999999999999"}) {
+    EXPECT_EQ(usage_code_of([&] { parse_job_id(none); }), kExitNoSuchJob)
+        << none;
   }
 }
 

@@ -1,6 +1,7 @@
 // Fuzzes the command line's parsing of durations (--timeout, --poll-interval,
 // --job-timeout, --older-than) and job ids: any input is a value within
-// bounds or a usage error (exit 2) in one printable line of bounded length.
+// bounds or a usage error (exit 2) in one printable line of bounded length;
+// an id of more digits than a bigint holds is "no such job" (exit 6).
 
 #include <chrono>
 #include <cstddef>
@@ -49,7 +50,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
     digits.erase(0, digits.find_first_not_of('0'));
     check(digits == std::to_string(id.value), "id is not the text's number");
   } catch (const pgjobq::cli::ExitError& e) {
-    check_refusal(e);
+    if (e.code() == pgjobq::cli::kExitNoSuchJob) {
+      // Only digits too many for a bigint name no job.
+      check(input.find_first_not_of("0123456789") == std::string_view::npos &&
+                input.size() >= 19,
+            "no such job for what is not a number");
+    } else {
+      check_refusal(e);
+    }
   }
   return 0;
 }
