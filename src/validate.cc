@@ -74,6 +74,11 @@ void check_tree(const nlohmann::json& data, std::string_view what) {
       }
     } else if (node->is_binary()) {
       throw InvalidInput(std::string(what) + ": binary values are not JSON");
+    } else if (node->is_discarded()) {
+      // What json::parse(text, nullptr, false) returns for malformed text.
+      throw InvalidInput(std::string(what) +
+                         ": a discarded value (malformed JSON that was "
+                         "parsed without exceptions) is not JSON");
     }
   }
 }

@@ -521,6 +521,9 @@ TEST_F(HostileTest, HandlerResultsPostgresqlCannotStoreAreHandlerErrors) {
       {json(std::numeric_limits<double>::quiet_NaN()), "NaN"},
       {json::array({std::numeric_limits<double>::infinity()}), "NaN"},
       {deep, "nested deeper"},
+      // What json::parse(text, nullptr, false) gives for malformed text.
+      {json::parse("{oops", nullptr, false), "discarded"},
+      {json::array({json(json::value_t::discarded)}), "discarded"},
   };
   std::vector<JobId> ids;
   for (std::size_t i = 0; i < results.size(); ++i) {

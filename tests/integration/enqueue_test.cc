@@ -396,6 +396,8 @@ TEST_F(EnqueueTest, BadInputIsRefusedWithNothingWritten) {
   EXPECT_THROW(enqueue(conn.get(), "q", std::string(2 << 20, 'x')),
                InvalidInput);
   EXPECT_THROW(enqueue(conn.get(), "q", std::string("nul\0", 4)), InvalidInput);
+  EXPECT_THROW(enqueue(conn.get(), "q", json::parse("{oops", nullptr, false)),
+               InvalidInput);
   EXPECT_THROW(try_enqueue(conn.get(), "q", json(1), 0), InvalidInput);
   EXPECT_THROW(enqueue_many(conn.get(), "q", {json(1), std::string("\xff")}),
                InvalidInput);

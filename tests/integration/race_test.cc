@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "pgjobq/admin.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/jobs.h"

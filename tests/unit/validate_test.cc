@@ -80,6 +80,18 @@ TEST(PayloadTest, RefusesInvalidUtf8) {
                InvalidInput);
 }
 
+TEST(PayloadTest, RefusesDiscardedValues) {
+  nlohmann::json malformed = nlohmann::json::parse("{oops", nullptr, false);
+  ASSERT_TRUE(malformed.is_discarded());
+  EXPECT_THROW(serialize_payload(malformed, 100, "data"), InvalidInput);
+  EXPECT_THROW(
+      serialize_payload(nlohmann::json::array({1, malformed}), 100, "data"),
+      InvalidInput);
+  EXPECT_THROW(
+      serialize_payload(nlohmann::json({{"k", malformed}}), 100, "data"),
+      InvalidInput);
+}
+
 TEST(PayloadTest, RefusesNanAndInfinity) {
   EXPECT_THROW(serialize_payload(std::nan(""), 100, "data"), InvalidInput);
   EXPECT_THROW(serialize_payload(1e308 * 10, 100, "data"), InvalidInput);
