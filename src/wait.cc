@@ -87,11 +87,29 @@ void await_message(redis::Subscriber& subscriber, const std::string& channel,
   }
 }
 
+// Refuses a wait in a transaction whose snapshot is fixed (REPEATABLE
+// READ, SERIALIZABLE): it could never see the job finish, and would only
+// time out.
+void refuse_fixed_snapshot(PGconn* db) {
+  PGTransactionStatusType status = PQtransactionStatus(db);
+  if (status != PQTRANS_INTRANS && status != PQTRANS_INERROR) return;
+  pg::Result row = pg::exec(db, sql::kTransactionIsolation, {});
+  std::string isolation(row.text(0, 0));
+  if (isolation == "read committed" || isolation == "read uncommitted") return;
+  throw InvalidInput("wait_for_result in a " + isolation +
+                     " transaction would never see the job finish; wait "
+                     "outside the transaction or in a READ COMMITTED one");
+}
+
 }  // namespace
 
 nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
                                milliseconds timeout) {
-  auto deadline = SteadyClock::now() + std::max(timeout, milliseconds(0));
+  refuse_fixed_snapshot(db);
+  // A century is forever; milliseconds::max() must not overflow the clock.
+  constexpr milliseconds kForever = std::chrono::hours(24 * 365 * 100);
+  auto deadline =
+      SteadyClock::now() + std::clamp(timeout, milliseconds(0), kForever);
   RedisLink::Impl& link = redis.impl();
   std::string channel = job_channel(id);
   // Subscribe before the first read: a result published after this point

@@ -29,7 +29,9 @@ std::string job_channel(JobId id);
 // stays open in `redis` for the next wait.
 //
 // Run it outside a transaction, or in a READ COMMITTED one: each check
-// needs to see newly committed jobs.
+// needs to see newly committed jobs (in a REPEATABLE READ or SERIALIZABLE
+// transaction it throws InvalidInput). A `timeout` over a century, such as
+// milliseconds::max(), waits for ever.
 //
 // Throws Timeout when `timeout` passes first, JobFailed if the job ended
 // failed or cancelled, NoSuchJob for an unknown id, DatabaseError or

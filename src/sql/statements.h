@@ -53,6 +53,12 @@ inline constexpr pg::Statement kSelectOutcome{"pgjobq_select_outcome", R"sql(
 SELECT state, result, error FROM pgjobq.jobs WHERE id = $1
 )sql"};
 
+// The isolation level of the session's open transaction.
+inline constexpr pg::Statement kTransactionIsolation{
+    "pgjobq_transaction_isolation", R"sql(
+SELECT current_setting('transaction_isolation')
+)sql"};
+
 // ------------------------------------------------------------- operations
 
 // $1 job id. Sends a pending, failed or cancelled job to the back of its

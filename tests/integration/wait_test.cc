@@ -294,6 +294,47 @@ TEST_F(WaitTest, TimesOutWhenTheJobDoesNotFinish) {
   EXPECT_LT(took, milliseconds(1500));
 }
 
+TEST_F(WaitTest, TheLongestTimeoutWaitsForever) {
+  PgConnPtr conn = connect();
+  JobId id = enqueue(conn.get(), queue(), json(1));  // no worker
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    PgConnPtr own = connect();
+    cancel(own.get(), id);
+  });
+  RedisLink redis(test::redis_url());
+  // It waits (no Timeout at once from an overflowed deadline) until the job
+  // ends: cancelled here.
+  EXPECT_THROW(wait_for_result(conn.get(), redis, id, milliseconds::max()),
+               JobFailed);
+  canceller.join();
+}
+
+TEST_F(WaitTest, AWaitInAFixedSnapshotIsRefused) {
+  PgConnPtr conn = connect();
+  JobId id = enqueue(conn.get(), queue(), json(1));
+  RedisLink redis(test::redis_url());
+  for (const char* level : {"REPEATABLE READ", "SERIALIZABLE"}) {
+    exec(conn.get(), std::string("BEGIN ISOLATION LEVEL ") + level);
+    EXPECT_THROW(wait_for_result(conn.get(), redis, id, milliseconds(5000)),
+                 InvalidInput)
+        << level;
+    exec(conn.get(), "ROLLBACK");
+  }
+  // READ COMMITTED sees the job end (cancelled) while the transaction is
+  // open.
+  exec(conn.get(), "BEGIN");
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(milliseconds(200));
+    PgConnPtr own = connect();
+    cancel(own.get(), id);
+  });
+  EXPECT_THROW(wait_for_result(conn.get(), redis, id, milliseconds(10000)),
+               JobFailed);
+  canceller.join();
+  exec(conn.get(), "ROLLBACK");
+}
+
 TEST_F(WaitTest, UnknownJobIsNoSuchJob) {
   PgConnPtr conn = connect();
   RedisLink redis(test::redis_url());
