@@ -430,7 +430,8 @@ class Runner {
           queue_label(queue_) + ": " + std::to_string(r.stale) +
               " outcome(s) not recorded: the jobs had been taken over");
     }
-    publish(r.finished);
+    publish(r.finished, wake_after_commit_);
+    wake_after_commit_.clear();
     if (!claim_more) return;
     take(std::move(r.claimed), limit);
     // The claim ran before the jobs sent to the back, and one of them may
@@ -453,8 +454,9 @@ class Runner {
       running_.timed_out = false;
       running_.session_lost = false;
     }
-    JobContext context{job.id,      queue_,   job.data,
-                       job.attempt, s.conn(), stop.get_token()};
+    JobContext context{
+        job.id,   queue_,           job.data,           job.attempt,
+        s.conn(), stop.get_token(), &wake_after_commit_};
     HandlerRun run{HandlerRun::Kind::error, nullptr, {}};
     try {
       HandlerResult result = w_.handler(context);
@@ -572,10 +574,12 @@ class Runner {
     w_.stop.sleep_for(delay);
   }
 
-  // Publishes results after their commit. Redis failures are logged and
-  // forgotten: waiters also re-read PostgreSQL.
-  void publish(const std::vector<std::pair<JobId, std::string>>& finished) {
-    if (finished.empty()) return;
+  // Publishes results, and the wake-ups handlers asked for, after their
+  // commit. Redis failures are logged and forgotten: waiters also re-read
+  // PostgreSQL, and workers poll.
+  void publish(const std::vector<std::pair<JobId, std::string>>& finished,
+               const std::vector<std::string>& wakeups) {
+    if (finished.empty() && wakeups.empty()) return;
     auto now = SteadyClock::now();
     if (!publisher_ && now < publisher_retry_) return;
     try {
@@ -584,13 +588,18 @@ class Runner {
             redis::Connection::open(w_.redis_address, milliseconds(2000)));
       }
       std::vector<std::string> channels;
-      channels.reserve(finished.size());
+      channels.reserve(finished.size() + wakeups.size());
       for (const auto& [id, message] : finished) {
         channels.push_back(job_channel(id));
         std::string_view args[] = {"PUBLISH", channels.back(), message};
         publisher_->append(args);
       }
-      for (std::size_t i = 0; i < finished.size(); ++i) publisher_->reply();
+      for (const std::string& queue : wakeups) {
+        channels.push_back(queue_channel(queue));
+        std::string_view args[] = {"PUBLISH", channels.back(), ""};
+        publisher_->append(args);
+      }
+      for (std::size_t i = 0; i < channels.size(); ++i) publisher_->reply();
       publisher_outage_ = false;
       publisher_backoff_ = milliseconds(0);
     } catch (const Error& e) {
@@ -622,6 +631,8 @@ class Runner {
   bool connected_once_ = false;
   std::deque<ClaimedJob> batch_;  // claimed, not yet run
   std::vector<Outcome> done_;     // run, not yet committed
+  // Queues to wake after done_ commits (JobContext::notify_after_commit).
+  std::vector<std::string> wake_after_commit_;
   SteadyClock::time_point done_since_;
   std::int64_t cursor_ = 0;          // claim after this position
   std::int64_t recovery_until_ = 0;  // one job per claim up to here
@@ -805,6 +816,15 @@ void Worker::stop() noexcept {
 
 int Worker::active_queues() const noexcept { return state_->active.load(); }
 
+void JobContext::notify_after_commit(std::string_view other) const {
+  validate_queue_name(other);
+  if (!wake_after_commit) return;  // a context not made by a worker
+  if (std::find(wake_after_commit->begin(), wake_after_commit->end(), other) ==
+      wake_after_commit->end()) {
+    wake_after_commit->emplace_back(other);
+  }
+}
+
 std::string shard_queue(std::string_view base, std::string_view key,
                         int shards) {
   if (shards < 1) throw InvalidInput("shard_queue: shards must be positive");
@@ -815,10 +835,11 @@ std::string shard_queue(std::string_view base, std::string_view key,
     hash ^= static_cast<unsigned char>(c);
     hash *= 1099511628211ull;
   }
-  std::string queue = std::string(base) + ":" +
-                      std::to_string(hash % static_cast<std::uint64_t>(shards));
-  validate_queue_name(queue);
-  return queue;
+  // The longest name first, so that whether a base fits does not depend
+  // on the key.
+  validate_queue_name(std::string(base) + ":" + std::to_string(shards - 1));
+  return std::string(base) + ":" +
+         std::to_string(hash % static_cast<std::uint64_t>(shards));
 }
 
 }  // namespace pgjobq

@@ -33,6 +33,15 @@ struct JobContext {
   // Requested when the job's timeout passes: stop, and the job counts as an
   // error. A handler that ignores it past the grace period ends the process.
   std::stop_token stop;
+
+  // Wakes `other`'s worker (publishes on pgjobq/<other>-notify) once this
+  // job's outcome has committed: for jobs the handler enqueues. From inside
+  // a transactional handler, notify() would come before the commit, find
+  // nothing, and the new job would wait for its worker's poll. Throws
+  // InvalidInput for an invalid name. Not thread-safe.
+  void notify_after_commit(std::string_view other) const;
+  // Where notify_after_commit() collects the queues; the worker sets it.
+  std::vector<std::string>* wake_after_commit = nullptr;
 };
 
 // What a handler decides.

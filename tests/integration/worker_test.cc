@@ -375,6 +375,42 @@ TEST_F(WorkerTest, TransactionalHandlerCommitsWithTheCompletionOrNotAtAll) {
       << "the failed attempt's write was rolled back with it";
 }
 
+// A job a transactional handler enqueues exists only once the handler's
+// transaction commits; notify_after_commit() wakes its worker after that.
+// The next queue's worker polls only every 30 s here, so the job starts
+// within the test's time only if the wake-up came after the commit.
+TEST_F(WorkerTest,
+       TransactionalHandlerWakesTheQueuesItEnqueuedIntoAfterTheCommit) {
+  PgConnPtr conn = connect();
+  std::string first = queue("chain-a");
+  std::string next = queue("chain-b");
+  Journal journal;
+  BackgroundWorker downstream(options({next}), [&](const JobContext& job) {
+    journal.add(job.data.get<std::string>());
+    return HandlerResult::complete();
+  });
+  // The downstream worker has run a job, found its queue empty and waits.
+  enqueue(conn.get(), next, json("warm-up"));
+  ASSERT_TRUE(wait_until([&] { return journal.size() == 1; }));
+  std::this_thread::sleep_for(milliseconds(200));
+
+  auto o = options({first});
+  o.transactional = true;
+  BackgroundWorker upstream(o, [&](const JobContext& job) {
+    enqueue(job.db, next, json("follow-up"));
+    job.notify_after_commit(next);
+    job.notify_after_commit(next);  // once is enough; twice is harmless
+    EXPECT_THROW(job.notify_after_commit("not a queue!"), InvalidInput);
+    return HandlerResult::complete();
+  });
+  JobId id = enqueue(conn.get(), first, json("start"));
+  ASSERT_TRUE(
+      wait_until([&] { return journal.size() == 2; }, milliseconds(10000)))
+      << "the follow-up job was not woken after its commit";
+  EXPECT_EQ(journal.entries().back(), "follow-up");
+  EXPECT_EQ(state_of(id), JobState::completed);
+}
+
 TEST_F(WorkerTest, TransactionalHandlerWhoseStatementFailsIsAnError) {
   PgConnPtr conn = connect();
   std::string q = queue("txfail");
@@ -808,6 +844,13 @@ TEST_F(WorkerTest, ShardQueueIsStableAndSpreadsKeys) {
   EXPECT_EQ(used.size(), 16u);
   EXPECT_EQ(shard_queue("orders", "", 1), "orders:0");
   EXPECT_THROW(shard_queue("orders", "k", 0), InvalidInput);
+  // Whether a base fits does not depend on the key: "<126 chars>:99" is
+  // too long, even for a key that lands on shard 7.
+  std::string long_base(126, 'b');
+  for (const char* key : {"a", "b", "customer-42"}) {
+    EXPECT_THROW(shard_queue(long_base, key, 100), InvalidInput) << key;
+  }
+  EXPECT_NO_THROW(shard_queue(long_base, "a", 10));
   // FNV-1a 64 is fixed; the published test vector for "a" is
   // 0xaf63dc4c8601ec8c, which is 12 modulo 16. Shards must never move
   // between releases.
