@@ -13,7 +13,10 @@
 # target's sources compiled as one file: half the CPU time), the sanitized
 # build compiles at the lowest CPU priority while the plain round's tests
 # run, which mostly wait on the servers, and the sanitized round starts the
-# tests the plain round found slowest first.
+# tests the plain round found slowest first. Unity builds would hide a
+# source that uses what only another file of its batch includes, so every
+# source is also compiled on its own, checked only (scripts/syntax-only.sh),
+# at low priority while the sanitized tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -50,10 +53,38 @@ if [ -z "${PGJOBQ_SKIP_SANITIZE:-}" ]; then
   setsid nice -n 19 cmake --build build/sanitize -j "$jobs" \
     >build/sanitize.log 2>&1 &
   sanitize_pid=$!
-  trap '[ -n "$sanitize_pid" ] && kill -- "-$sanitize_pid" 2>/dev/null || true' EXIT
 fi
 
+# Compiles every source on its own, checking only; in the background.
+standalone_pid=
+start_standalone_check() {
+  stage "compiling each source on its own (in the background," \
+    "build/standalone.log)"
+  cmake "${generator[@]}" -S . -B build/standalone -DCMAKE_BUILD_TYPE= \
+    -DCMAKE_CXX_COMPILER_LAUNCHER="$root/scripts/syntax-only.sh" \
+    -DCMAKE_CXX_LINKER_LAUNCHER="$root/scripts/syntax-only.sh" \
+    -DPGJOBQ_PRECOMPILE_HEADERS=OFF -DPGJOBQ_BUILD_BENCH=OFF >/dev/null
+  # Object files only: nothing links, no test list is read from a binary.
+  mapfile -t objects < <(cmake --build build/standalone -- -t targets all |
+    sed -n 's/^\(.*\.o\): CXX_COMPILER.*/\1/p')
+  setsid nice -n 19 cmake --build build/standalone -j "$jobs" -- \
+    "${objects[@]}" >build/standalone.log 2>&1 &
+  standalone_pid=$!
+}
+finish_standalone_check() {
+  if ! wait "$standalone_pid"; then
+    standalone_pid=
+    grep -A8 FAILED build/standalone.log | head -60 >&2
+    stage "a source does not compile on its own"
+    exit 1
+  fi
+  standalone_pid=
+}
+trap '[ -n "$sanitize_pid" ] && kill -- "-$sanitize_pid" 2>/dev/null;
+  [ -n "$standalone_pid" ] && kill -- "-$standalone_pid" 2>/dev/null; true' EXIT
+
 stage tests
+[ -n "$sanitize_pid" ] || start_standalone_check
 tests/run.sh "$root/build/test" -j "$test_jobs"
 
 if [ -n "$sanitize_pid" ]; then
@@ -64,6 +95,7 @@ if [ -n "$sanitize_pid" ]; then
     exit 1
   fi
   sanitize_pid=
+  start_standalone_check
   stage "tests under the sanitizers"
   # ctest runs the tests it knows to be slow first.
   mkdir -p build/sanitize/Testing/Temporary
@@ -73,4 +105,5 @@ if [ -n "$sanitize_pid" ]; then
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     tests/run.sh "$root/build/sanitize" -j "$test_jobs"
 fi
+finish_standalone_check
 stage "all tests passed"

@@ -21,14 +21,7 @@ namespace {
 using nlohmann::json;
 using test::wait_until;
 
-void exec(PGconn* conn, const std::string& sql) {
-  PGresult* r = PQexec(conn, sql.c_str());
-  auto status = PQresultStatus(r);
-  std::string error = PQresultErrorMessage(r);
-  PQclear(r);
-  ASSERT_TRUE(status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
-      << sql << ": " << error;
-}
+using test::exec;
 
 class EnqueueTest : public test::DatabaseTest {
  protected:

@@ -19,6 +19,7 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 using test::BackgroundWorker;
+using test::exec;
 using test::wait_until;
 
 class WaitTest : public test::DatabaseTest {

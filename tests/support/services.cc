@@ -53,6 +53,15 @@ bool wait_until(const std::function<bool()>& condition,
   }
 }
 
+void exec(PGconn* conn, const std::string& sql) {
+  PGresult* r = PQexec(conn, sql.c_str());
+  auto status = PQresultStatus(r);
+  std::string error = PQresultErrorMessage(r);
+  PQclear(r);
+  EXPECT_TRUE(status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+      << sql << ": " << error;
+}
+
 namespace {
 
 void exec_or_fail(PGconn* conn, const std::string& sql) {

@@ -35,6 +35,9 @@ std::string unique_name(std::string_view prefix);
 // Whether `text` contains `part`.
 bool contains(std::string_view text, std::string_view part);
 
+// Runs `sql` on `conn`; a failure is the test's (EXPECT, naming the SQL).
+void exec(PGconn* conn, const std::string& sql);
+
 // Polls `condition` every few milliseconds until it holds or `timeout`
 // passes. Returns whether it held.
 bool wait_until(
