@@ -11,6 +11,8 @@ namespace pgjobq {
 namespace {
 
 constexpr std::string_view kMask = "***";
+// The shortest piece of a split password that is masked on its own.
+constexpr std::size_t kMinFragment = 3;
 
 // [begin, end) of the text to mask.
 using Range = std::pair<std::size_t, std::size_t>;
@@ -38,6 +40,21 @@ void userinfo_password(std::string_view url, std::vector<Range>& out) {
   out.emplace_back(colon + 1, at);
 }
 
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+         c == '\v';
+}
+
+// A conninfo value as libpq reads it: backslash escapes removed.
+std::string unescape(std::string_view value) {
+  std::string out;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '\\' && i + 1 < value.size()) ++i;
+    out += value[i];
+  }
+  return out;
+}
+
 // Whether `text` starts with "scheme://".
 bool starts_with_scheme(std::string_view text) {
   std::size_t end = text.find("://");
@@ -56,8 +73,13 @@ void password_parameters(std::string_view text, std::vector<Range>& out) {
   // (redis/url.cc) and libpq take quotes, spaces and '#' literally there.
   // (A conninfo string starts with a key, never with a scheme.)
   bool uri = starts_with_scheme(text);
-  for (std::size_t key = text.find("password"); key != std::string_view::npos;
-       key = text.find("password", key + 1)) {
+  // Any case: libpq refuses "PASSWORD=", and says so with the text in it.
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  for (std::size_t key = lower.find("password"); key != std::string::npos;
+       key = lower.find("password", key + 1)) {
     std::size_t pos = key + 8;
     bool at_key_start = key == 0 || text[key - 1] == '?' ||
                         text[key - 1] == '&' || text[key - 1] == ' ' ||
@@ -78,8 +100,9 @@ void password_parameters(std::string_view text, std::vector<Range>& out) {
       }
       if (end < text.size()) ++end;
     } else {
-      while (end < text.size() && text[end] != '&' && text[end] != ' ' &&
-             text[end] != '#') {
+      // Unquoted, up to white space; a backslash escapes ("a\ b").
+      while (end < text.size() && !is_space(text[end])) {
+        if (text[end] == '\\') ++end;
         ++end;
       }
     }
@@ -109,12 +132,20 @@ std::vector<std::string> url_passwords(std::string_view url) {
     }
     add_once(out, std::string(raw));
     add_once(out, *percent_decode(raw, /*keep_bad_escapes=*/true));
-    if (raw.find('@') == std::string_view::npos) continue;
-    for (std::size_t from = 0;;) {
-      std::size_t at = raw.find('@', from);
-      add_once(out, std::string(raw.substr(from, at - from)));
-      if (at == std::string_view::npos) break;
-      from = at + 1;
+    add_once(out, unescape(raw));
+    // libpq splits a URL at an unencoded '@' (and the host part then at
+    // ':') in a password, and may quote the pieces in its message. Pieces
+    // shorter than kMinFragment stay: masking "p" everywhere would garble
+    // every message, for one character of the password.
+    for (char separator : {'@', ':'}) {
+      if (raw.find('@') == std::string_view::npos) break;
+      for (std::size_t from = 0;;) {
+        std::size_t at = raw.find(separator, from);
+        std::string_view piece = raw.substr(from, at - from);
+        if (piece.size() >= kMinFragment) add_once(out, std::string(piece));
+        if (at == std::string_view::npos) break;
+        from = at + 1;
+      }
     }
   }
   return out;

@@ -28,9 +28,11 @@ std::string redact(std::string_view url);
 
 // Every password written in `url`, the same places redact() masks, for
 // scrubbing messages that may quote them: each as written, percent-decoded,
-// and, for one holding an unencoded '@', each part between the '@'s
-// (libpq ends the password at the first '@', and puts the rest into the
-// host name it complains about). Thread-safe.
+// with conninfo backslash escapes removed, and, for one holding an
+// unencoded '@', each part of at least three characters between its '@'s
+// and ':'s (libpq ends the password at the first '@', and puts the rest
+// into the host and port it complains about). Keys match in any case.
+// Thread-safe.
 std::vector<std::string> url_passwords(std::string_view url);
 
 // `message` made into one printable line: every secret in it replaced by

@@ -63,6 +63,15 @@ TEST(ConnectionTest, MalformedDatabaseUrlsNeverShowTheirPassword) {
       // libpq takes the password to end at the first '@'.
       {"postgresql://app:SECRET@PART9@127.0.0.1:" + port + "/app",
        {"SECRET", "PART9"}},
+      // ...and the rest at ':', taking "WORD5@127.0.0.1..." for a port.
+      {"postgresql://app:p@ss:WORD5@127.0.0.1:" + port + "/app",
+       {"WORD5", "ss:WORD5"}},
+      // An escaped space in an unquoted key=value password (no such
+      // database, so the connection fails whatever the server's auth).
+      {"host=127.0.0.1 port=" + port +
+           " dbname=no_such_db user=nobody password=Wrong\\ SECRET99",
+       {"SECRET99"}},
+      {"host=127.0.0.1 port=" + port + " PASSWORD=SECRET77", {"SECRET77"}},
   };
   for (const Case& c : cases) {
     try {

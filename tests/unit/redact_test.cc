@@ -83,6 +83,21 @@ TEST(RedactTest, MasksAUriQueryPasswordUpToTheNextParameter) {
             "host=db password=*** dbname=jobs");
 }
 
+// libpq's unquoted values end at white space, and a backslash escapes
+// one; keys are matched in any case (libpq refuses "PASSWORD", quoting it).
+TEST(RedactTest, MasksEscapedAndMiscasedConninfoPasswords) {
+  EXPECT_EQ(redact("host=db password=Wrong\\ Secret99 dbname=jobs"),
+            "host=db password=*** dbname=jobs");
+  EXPECT_EQ(redact("host=db password=a&b#c dbname=jobs"),
+            "host=db password=*** dbname=jobs");
+  EXPECT_EQ(redact("host=db PASSWORD=s3cret"), "host=db PASSWORD=***");
+  EXPECT_EQ(redact("postgresql://db/jobs?Password=s3cret"),
+            "postgresql://db/jobs?Password=***");
+  auto secrets = url_passwords("host=db password=Wrong\\ Secret99");
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "Wrong Secret99"),
+            secrets.end());
+}
+
 TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
   EXPECT_EQ(redact("host=db nopassword=x"), "host=db nopassword=x");
 }
@@ -124,6 +139,18 @@ TEST(UrlPasswords, CoversWhatLibpqQuotesOfAMalformedUrl) {
                   "pa%zzSECRET1"));
   EXPECT_TRUE(has(url_passwords("postgresql://h/app?password=SEC%zzRET18"),
                   "SEC%zzRET18"));
+  // libpq then splits the host part at ':' and quotes the "port".
+  parts = url_passwords("postgresql://pwuser:p@ss:word@127.0.0.1:5/bb");
+  EXPECT_TRUE(has(parts, "p@ss:word"));
+  EXPECT_TRUE(has(parts, "ss:word"));
+  EXPECT_TRUE(has(parts, "word"));
+  // A piece this short stays: masking it would garble every message.
+  EXPECT_FALSE(has(parts, "p"));
+  EXPECT_EQ(scrub_secrets("invalid integer value \"word@127.0.0.1:5/bb\" "
+                          "for connection option \"port\"",
+                          parts),
+            "invalid integer value \"***@127.0.0.1:5/bb\" for connection "
+            "option \"port\"");
   // Each password once, however many forms of it coincide.
   EXPECT_EQ(url_passwords("postgresql://u:pw1@h/db"),
             std::vector<std::string>{"pw1"});
