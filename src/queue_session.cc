@@ -34,6 +34,7 @@ Claim parse_claimed(const pg::Result& rows) {
     throw Error("internal error: a claim without its count");
   }
   claim.seen = static_cast<int>(rows.int64(last, 5));
+  claim.server_us = rows.int64(last, 6);
   std::vector<ClaimedJob>& jobs = claim.jobs;
   jobs.reserve(static_cast<std::size_t>(last));
   for (int r = 0; r < last; ++r) {
@@ -46,6 +47,11 @@ Claim parse_claimed(const pg::Result& rows) {
     jobs.push_back(std::move(job));
   }
   return claim;
+}
+
+// A ServerClock time for kFinishJobs: null when unknown (0).
+nlohmann::json time_or_null(std::int64_t us) {
+  return us > 0 ? nlohmann::json(us) : nlohmann::json(nullptr);
 }
 
 // Serializes outcomes for a statement parameter. Results were checked when
@@ -239,13 +245,16 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
         finish.push_back({{"id", o.id.value},
                           {"attempt", o.attempt},
                           {"state", "completed"},
-                          {"result", o.result}});
+                          {"result", o.result},
+                          {"started_us", time_or_null(o.started_us)},
+                          {"finished_us", time_or_null(o.finished_us)}});
         break;
       case Outcome::Kind::failed:
         finish.push_back({{"id", o.id.value},
                           {"attempt", o.attempt},
                           {"state", "failed"},
-                          {"error", o.error}});
+                          {"error", o.error},
+                          {"finished_us", time_or_null(o.finished_us)}});
         break;
       case Outcome::Kind::requeued:
         requeue.push_back({{"id", o.id.value}, {"attempt", o.attempt}});

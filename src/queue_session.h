@@ -5,6 +5,7 @@
 // The worker loop (worker.cc) decides what to do; this file says how, in as
 // few round trips as possible.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -38,6 +39,43 @@ struct Claim {
   // a cancel or a reschedule took some away as it claimed them. Fewer
   // than the limit: the queue was drained.
   int seen = 0;
+  // The server's clock during the claim, in microseconds since 1970.
+  std::int64_t server_us = 0;
+};
+
+// The PostgreSQL server's clock, read from the worker's: mapped at each
+// claim (which returns the server's time), and never going back. The times
+// a worker records for its handlers (started_at, finished_at) come from
+// it, so that they are in the order the handlers ran, on the same clock as
+// enqueued_at. A mapped time lags the server's by the claim's trip back at
+// most: never ahead of it.
+class ServerClock {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // The server's time was `server_us` when the worker's clock read `local`
+  // (or a little before).
+  void sync(std::int64_t server_us, Clock::time_point local) {
+    server_us_ = server_us;
+    local_ = local;
+    synced_ = true;
+  }
+  // The server's time at `local`, in microseconds since 1970; 0 before the
+  // first sync. Calls must come in the order of their `local` times.
+  std::int64_t at(Clock::time_point local) {
+    if (!synced_) return 0;
+    std::int64_t mapped =
+        server_us_ +
+        std::chrono::duration_cast<std::chrono::microseconds>(local - local_)
+            .count();
+    last_ = std::max(last_, mapped);
+    return last_;
+  }
+
+ private:
+  bool synced_ = false;
+  std::int64_t server_us_ = 0;
+  Clock::time_point local_;
+  std::int64_t last_ = 0;
 };
 
 // What became of a claimed job, waiting to be committed.
@@ -54,6 +92,9 @@ struct Outcome {
   int attempt = 0;
   nlohmann::json result;
   std::string error;
+  // When its handler started and returned, on ServerClock (0: unknown).
+  std::int64_t started_us = 0;
+  std::int64_t finished_us = 0;
 };
 
 // Everything one flush committed, for publishing afterwards.

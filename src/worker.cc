@@ -82,6 +82,7 @@ struct Running {
   int socket = -1;             // and its socket, to see the server leave
   bool timed_out = false;
   bool session_lost = false;
+  SteadyClock::time_point lost_at;  // when session_lost was found
 };
 
 }  // namespace
@@ -150,6 +151,8 @@ class Runner {
     enum class Kind { completed, requeued, error } kind;
     nlohmann::json result;
     std::string error;
+    SteadyClock::time_point started{};
+    SteadyClock::time_point finished{};
   };
 
   void serve_when_holding_lock() {
@@ -278,15 +281,18 @@ class Runner {
         handle_error(s, job, run.error);
         continue;
       }
-      add_done(
-          run.kind == HandlerRun::Kind::completed
-              ? Outcome{Outcome::Kind::completed,
-                        job.id,
-                        job.attempt,
-                        std::move(run.result),
-                        {}}
-              : Outcome{
-                    Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
+      if (run.kind == HandlerRun::Kind::completed) {
+        Outcome done{Outcome::Kind::completed,
+                     job.id,
+                     job.attempt,
+                     std::move(run.result),
+                     {}};
+        done.started_us = clock_.at(run.started);
+        done.finished_us = clock_.at(run.finished);
+        add_done(std::move(done));
+      } else {
+        add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
+      }
       if (options_.transactional) {
         // The handler's transaction is open: commit it with the outcome,
         // and look for the next job in the same transaction.
@@ -334,6 +340,7 @@ class Runner {
   // whether that claim emptied the queue, and how fast jobs arrive.
   void take(Claim claim, int limit) {
     drained_ = claim.seen < limit;
+    clock_.sync(claim.server_us, SteadyClock::now());
     std::vector<ClaimedJob>& jobs = claim.jobs;
     if (!jobs.empty()) {
       auto now = SteadyClock::now();
@@ -414,7 +421,9 @@ class Runner {
     log(LogLevel::warning, queue_label(queue_) + ": job " +
                                std::to_string(job.id.value) + ": " + why +
                                "; marking it failed");
-    add_done({Outcome::Kind::failed, job.id, job.attempt, nullptr, why});
+    Outcome failed{Outcome::Kind::failed, job.id, job.attempt, nullptr, why};
+    failed.finished_us = clock_.at(SteadyClock::now());
+    add_done(std::move(failed));
   }
 
   // Commits done_ (and claims more if asked), then publishes what
@@ -485,9 +494,10 @@ class Runner {
       timed_out = running_.timed_out;
       session_lost = running_.session_lost;
     }
+    auto finished = SteadyClock::now();
     auto elapsed_us = static_cast<double>(
-        std::chrono::duration_cast<std::chrono::microseconds>(
-            SteadyClock::now() - started)
+        std::chrono::duration_cast<std::chrono::microseconds>(finished -
+                                                              started)
             .count());
     average_us_ = 0.7 * average_us_ + 0.3 * elapsed_us;
     if (session_lost) {
@@ -506,6 +516,8 @@ class Runner {
                             describe(job) + " ran");
     }
     check_connection_state(s, run);
+    run.started = started;
+    run.finished = finished;
     return run;
   }
 
@@ -631,6 +643,7 @@ class Runner {
   bool connected_once_ = false;
   std::deque<ClaimedJob> batch_;  // claimed, not yet run
   std::vector<Outcome> done_;     // run, not yet committed
+  ServerClock clock_;             // for the times of handlers' runs
   // Queues to wake after done_ commits (JobContext::notify_after_commit).
   std::vector<std::string> wake_after_commit_;
   SteadyClock::time_point done_since_;
@@ -658,12 +671,39 @@ bool server_left(int socket) {
          (fd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+// Ends the process, for a handler that ignored its stop token past the
+// grace period: notes `message` on the job if PostgreSQL answers quickly,
+// then exits 70 for the supervisor to restart the worker.
+[[noreturn]] void abandon_handler(Worker::State& w, const Running& r,
+                                  const std::string& message) {
+  log(LogLevel::error, message);
+  try {
+    // Briefly: the process must end even if PostgreSQL is unreachable,
+    // and this holds up the other queues' watch meanwhile.
+    pg::Keyword quick[] = {{"connect_timeout", "2"}};
+    PgConnPtr conn = pg::connect(w.options.db_url, quick);
+    std::string attempt = std::to_string(r.attempt);
+    std::string id = std::to_string(r.id.value);
+    const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
+    PQclear(PQexec(conn.get(),
+                   "SET lock_timeout = '2s'; SET statement_timeout = '2s'"));
+    PQclear(PQexecParams(conn.get(),
+                         "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
+                         "AND attempts = $2 AND state = 'running'",
+                         3, nullptr, params, nullptr, nullptr, 0));
+  } catch (const std::exception&) {
+    // Exiting matters more than the note.
+  }
+  std::_Exit(70);
+}
+
 // Watches every running handler:
 //  - when its runner's PostgreSQL session ends, the queue's lock has ended
-//    with it and a standby may already be running the same job: requests
-//    the handler's stop token (`pgjobq work` kills its command) so that the
-//    stale run overlaps the standby's for milliseconds, not for the rest of
-//    the handler;
+//    with it and a standby may already be running the same job and the
+//    next ones: requests the handler's stop token (`pgjobq work` kills its
+//    command) so that the stale run overlaps the standby's for
+//    milliseconds, not for the rest of the handler; ends the process if
+//    the handler still has not returned after the grace period;
 //  - when it overruns its timeout, requests its stop token and cancels any
 //    SQL on the worker's connection; ends the process if it still has not
 //    returned after the grace period.
@@ -681,15 +721,26 @@ void watchdog(Worker::State& w) {
       std::lock_guard lock(r->mutex);
       if (!r->active) continue;
       any_active = true;
+      std::string job = "job " + std::to_string(r->id.value);
       if (!r->session_lost && r->socket >= 0 && server_left(r->socket)) {
         r->session_lost = true;
+        r->lost_at = now;
         r->stop.request_stop();
         log(LogLevel::warning,
             queue_label(w.options.queues[i]) +
-                ": the PostgreSQL session ended while job " +
-                std::to_string(r->id.value) +
+                ": the PostgreSQL session ended while " + job +
                 " ran; stopping its handler (the job runs again)");
         continue;
+      }
+      if (r->session_lost) {
+        if (now < r->lost_at + w.options.timeout_grace) continue;
+        abandon_handler(
+            w, *r,
+            queue_label(w.options.queues[i]) + ": " + job +
+                " did not stop within " +
+                std::to_string(w.options.timeout_grace.count()) +
+                " ms of losing its PostgreSQL session, while a standby may "
+                "be running the queue; exiting");
       }
       if (now < r->deadline) continue;
       if (!r->timed_out) {
@@ -702,30 +753,11 @@ void watchdog(Worker::State& w) {
         continue;
       }
       if (now < r->deadline + w.options.timeout_grace) continue;
-      std::string message =
-          "job " + std::to_string(r->id.value) + " overran its timeout by " +
-          std::to_string(w.options.timeout_grace.count()) +
-          " ms and did not stop; exiting so a restart can run it again";
-      log(LogLevel::error, message);
-      try {
-        // Briefly: the process must end even if PostgreSQL is unreachable,
-        // and this holds up the other queues' watch meanwhile.
-        pg::Keyword quick[] = {{"connect_timeout", "2"}};
-        PgConnPtr conn = pg::connect(w.options.db_url, quick);
-        std::string attempt = std::to_string(r->attempt);
-        std::string id = std::to_string(r->id.value);
-        const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
-        PQclear(
-            PQexec(conn.get(),
-                   "SET lock_timeout = '2s'; SET statement_timeout = '2s'"));
-        PQclear(PQexecParams(conn.get(),
-                             "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
-                             "AND attempts = $2 AND state = 'running'",
-                             3, nullptr, params, nullptr, nullptr, 0));
-      } catch (const std::exception&) {
-        // Exiting matters more than the note.
-      }
-      std::_Exit(70);
+      abandon_handler(w, *r,
+                      job + " overran its timeout by " +
+                          std::to_string(w.options.timeout_grace.count()) +
+                          " ms and did not stop; exiting so a restart can "
+                          "run it again");
     }
   }
 }

@@ -96,8 +96,10 @@ struct WorkerOptions {
   // A handler running longer counts as an error; its stop token is
   // requested. Unset: no limit.
   std::optional<std::chrono::milliseconds> job_timeout;
-  // How long a handler may run on after its timeout before the worker
-  // gives up on it and ends the process.
+  // How long a handler may run on after its stop token is requested (its
+  // timeout passed, or its PostgreSQL session ended, so that a standby may
+  // be running the queue) before the worker gives up on it and ends the
+  // process (exit 70).
   std::chrono::milliseconds timeout_grace = std::chrono::seconds(10);
   // Retry policy backoff: first delay, doubling per attempt up to the max.
   std::chrono::milliseconds retry_delay = std::chrono::seconds(1);

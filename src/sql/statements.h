@@ -228,10 +228,11 @@ WHERE p.queue_id = $1
 // $1 queue id, $2 claim after this position, $3 at most this many, $4 max
 // attempts. Claims the head of the queue: marks up to $3 jobs running and
 // counts an attempt for each, durably, before any handler runs (so a crash
-// is counted). Returns (id, position, attempts, data, spent, NULL) per job
-// in FIFO order, then one last row (NULL, ..., seen): how many head jobs
-// the statement's snapshot saw, up to $3. Fewer than $3 means the queue
-// was drained.
+// is counted). Returns (id, position, attempts, data, spent, NULL, NULL)
+// per job in FIFO order, then one last row (NULL, ..., seen, server_us):
+// how many head jobs the statement's snapshot saw, up to $3 (fewer means
+// the queue was drained), and the server's clock in microseconds since
+// 1970, onto which the worker maps its own (ServerClock).
 //
 // FIFO: the jobs are the first unfinished ones after the cursor, by
 // position. The seek starts at the cursor, so finished jobs behind it
@@ -272,21 +273,24 @@ WITH bound AS (
     AND j.position + 0 <= (SELECT last_position FROM bound)
   RETURNING j.id, j.position, j.attempts, j.data
 )
-SELECT id, position, attempts, data, false AS spent, NULL::bigint AS seen
+SELECT id, position, attempts, data, false AS spent, NULL::bigint AS seen,
+       NULL::bigint AS server_us
 FROM claimed
 UNION ALL
-SELECT h.id, h.position, h.attempts, NULL, true, NULL
+SELECT h.id, h.position, h.attempts, NULL, true, NULL, NULL
 FROM head h JOIN spent s ON h.position = s.position
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM head)
+SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM head),
+       (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
 ORDER BY 2 NULLS LAST
 )sql"};
 
-// $1 queue id, $2 jsonb array of {id, attempt, state, result, error} with
-// state "completed" or "failed". Records each outcome once and moves the
-// cursor and counters with it, in the same statement, so they agree.
-// Returns the ids recorded; a job missing from them was no longer this
-// worker's attempt.
+// $1 queue id, $2 jsonb array of {id, attempt, state, result, error,
+// started_us, finished_us} with state "completed" or "failed" and the
+// times on the server's clock (null: the claim's start, and now). Records each
+// outcome once and moves the cursor and counters with it, in the same
+// statement, so they agree. Returns the ids recorded; a job missing from them
+// was no longer this worker's attempt.
 inline constexpr pg::Statement kFinishJobs{"pgjobq_finish_jobs", R"sql(
 WITH done AS (
   UPDATE pgjobq.jobs j
@@ -302,9 +306,18 @@ WITH done AS (
           '; no error was recorded: the worker died or lost its connection '
           'while running it')
         ELSE coalesce(c.error, j.error) END,
-      finished_at = clock_timestamp()
+      -- When the handler ran, on the server's clock (the worker maps its
+      -- own onto it at each claim): a job claimed ahead, in a batch, starts
+      -- only after the one before it finished, and says so.
+      started_at = coalesce(timestamptz 'epoch' +
+                              c.started_us * interval '1 microsecond',
+                            j.started_at),
+      finished_at = coalesce(timestamptz 'epoch' +
+                               c.finished_us * interval '1 microsecond',
+                             clock_timestamp())
   FROM jsonb_to_recordset($2::jsonb)
-       AS c (id bigint, attempt int, state text, result jsonb, error text)
+       AS c (id bigint, attempt int, state text, result jsonb, error text,
+             started_us bigint, finished_us bigint)
   WHERE j.id = c.id AND j.queue_id + 0 = $1 AND j.attempts = c.attempt
     AND j.state IN ('running', 'pending')
     AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint

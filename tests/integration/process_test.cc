@@ -116,6 +116,44 @@ TEST_F(ProcessTest, StandbyTakesOverWithinASecondOfAKill) {
   EXPECT_EQ(job(id)->result, (json{{"pid", standby->pid()}}));
 }
 
+// A handler deaf to its stop token: once its timeout and the grace period
+// have passed, the process exits 70 for its supervisor, and says why on
+// the job.
+TEST_F(ProcessTest, AHandlerThatIgnoresItsTimeoutEndsTheProcessWith70) {
+  PgConnPtr conn = connect();
+  std::string q = queue("deaf");
+  JobId id = enqueue(conn.get(), q, json{{"sleep_ms", 60000}});
+  auto worker =
+      start_worker("deaf", {"--job-timeout-ms", "200", "--grace-ms", "300", q});
+  EXPECT_EQ(worker->wait(10000), 70);
+  auto stuck = job(id);
+  EXPECT_EQ(stuck->state, JobState::running);
+  ASSERT_TRUE(stuck->error);
+  EXPECT_TRUE(test::contains(*stuck->error, "overran its timeout"))
+      << *stuck->error;
+}
+
+// The same when the worker's session ends under a running handler: a
+// standby may already run the queue, so a handler that will not stop must
+// not run on beside it for longer than the grace period.
+TEST_F(ProcessTest, AHandlerThatIgnoresALostSessionEndsTheProcessWith70) {
+  PgConnPtr conn = connect();
+  std::string q = queue("deaf-lost");
+  JobId id = enqueue(conn.get(), q, json{{"sleep_ms", 60000}});
+  auto worker = start_worker("deaf-lost", {"--grace-ms", "500", q});
+  ASSERT_TRUE(wait_until(
+      [&] { return journal_exists() && journal(id, "start") == 1; }));
+  auto cut = std::chrono::steady_clock::now();
+  query_value(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+      "application_name = 'deaf-lost'");
+  EXPECT_EQ(worker->wait(10000), 70);
+  auto took = std::chrono::steady_clock::now() - cut;
+  EXPECT_LT(took, std::chrono::seconds(5))
+      << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+  EXPECT_EQ(journal(id, "finish"), 0);
+}
+
 // A job that kills its process every time: restarted like a supervisor
 // would, the worker counts each crash, marks the job failed after max
 // attempts, and the jobs around it (claimed in the same batch) complete

@@ -352,6 +352,42 @@ TEST_F(WorkerTest, TimeoutCancelsTheHandlersSqlToo) {
             std::string::npos);
 }
 
+// The stored times tell the order the handlers ran in, whether jobs were
+// claimed one by one or ahead, many to a claim: each job starts after the
+// one before it finished (they used to show the claim's time, before the
+// previous job's finish), after it was enqueued, and ends after it starts.
+TEST_F(WorkerTest, StoredTimesShowEachJobStartingAfterTheOneBeforeFinished) {
+  PgConnPtr conn = connect();
+  std::string q = queue("times");
+  // Fast jobs first (claimed many at a time), then slow ones (one by one,
+  // each claimed with the previous one's completion).
+  std::vector<JobId> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back(enqueue(conn.get(), q, json(0)));
+  for (int i = 0; i < 6; ++i) ids.push_back(enqueue(conn.get(), q, json(15)));
+  BackgroundWorker worker(options({q}), [](const JobContext& job) {
+    std::this_thread::sleep_for(milliseconds(job.data.get<int>()));
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed(ids); }));
+  std::string in_queue =
+      "FROM pgjobq.jobs j JOIN pgjobq.queues q ON q.id = j.queue_id WHERE "
+      "q.name = '" +
+      q + "'";
+  EXPECT_EQ(query_value("SELECT count(*) FROM (SELECT started_at, "
+                        "lag(finished_at) OVER (ORDER BY position) AS before " +
+                        in_queue + ") t WHERE started_at < before"),
+            "0");
+  EXPECT_EQ(query_value("SELECT count(*) " + in_queue +
+                        " AND NOT (enqueued_at <= started_at AND started_at <= "
+                        "finished_at)"),
+            "0");
+  // The slow jobs' times show their 15 ms runs.
+  EXPECT_EQ(query_value("SELECT count(*) " + in_queue +
+                        " AND data = '15' AND finished_at - started_at < "
+                        "interval '15 ms'"),
+            "0");
+}
+
 TEST_F(WorkerTest, TransactionalHandlerCommitsWithTheCompletionOrNotAtAll) {
   PgConnPtr conn = connect();
   PQclear(PQexec(conn.get(), "CREATE TABLE effects (job bigint, attempt int)"));

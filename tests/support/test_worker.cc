@@ -1,10 +1,10 @@
 // A worker process for tests that kill, restart and race real processes.
 //
 //   test_worker --db URL --redis URL [--max-attempts N] [--retry]
-//               [--batch N] QUEUE...
+//               [--batch N] [--job-timeout-ms N] [--grace-ms N] QUEUE...
 //
 // Handler, by job data (an object):
-//   "sleep_ms": N   sleep first
+//   "sleep_ms": N   sleep first (deaf to the stop token)
 //   "die": true     kill this process with SIGKILL (a poison job)
 //   "fail": true    throw (a handler error)
 // Every start and finish goes to the table `journal` (created if missing)
@@ -65,6 +65,10 @@ int main(int argc, char** argv) {
       options.on_error = pgjobq::ErrorPolicy::retry;
     } else if (arg == "--batch") {
       options.max_batch = std::stoi(next());
+    } else if (arg == "--job-timeout-ms") {
+      options.job_timeout = std::chrono::milliseconds(std::stoi(next()));
+    } else if (arg == "--grace-ms") {
+      options.timeout_grace = std::chrono::milliseconds(std::stoi(next()));
     } else {
       options.queues.push_back(arg);
     }
