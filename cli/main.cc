@@ -1,6 +1,10 @@
 // pgjobq: parse, run one command, map what it threw to DESIGN.md's exit
 // codes with one line on stderr.
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <iostream>
 
@@ -49,9 +53,26 @@ std::string hint(const std::exception& error) {
   return "";
 }
 
+// Standard streams started closed (`pgjobq enqueue q >&-`) get /dev/null,
+// so that a connection opened later cannot take their descriptor and have
+// output written into it. A closed stdout still counts as one that cannot
+// be written: the stream is marked bad, and printing fails the command.
+void guard_standard_streams() {
+  for (int fd : {0, 1, 2}) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    int null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (null >= 0 && null != fd) {
+      dup2(null, fd);
+      close(null);
+    }
+    if (fd == 1) std::cout.setstate(std::ios::badbit);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  guard_standard_streams();
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> command;
   bool had_separator = false;
@@ -67,7 +88,17 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   try {
-    return parsed.run();
+    int code = parsed.run();
+    // What was printed must have arrived: a full disk or a closed stdout
+    // would otherwise lose an enqueued job's id behind exit 0.
+    std::cout.flush();
+    if (std::cout.fail()) {
+      std::cerr << "pgjobq: error: could not write to standard output"
+                << (code == kExitOk ? " (the command itself succeeded)" : "")
+                << std::endl;
+      return code == kExitOk ? kExitError : code;
+    }
+    return code;
   } catch (const std::exception& e) {
     int code = exit_code_for(e);
     std::cerr << "pgjobq: " << (code == kExitUsage ? "usage error" : "error")

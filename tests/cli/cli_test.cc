@@ -177,6 +177,27 @@ TEST_F(CliTest, EnqueuePrintsTheIdAndStoresTheData) {
             json::parse(R"({"to": "ada", "n": [1, 2]})"));
 }
 
+// A script capturing the id must not get exit 0 without it: a full disk
+// or a closed stdout is an error (the job itself is stored).
+TEST_F(CliTest, AnOutputThatCannotBeWrittenIsAnError) {
+  std::string q = queue();
+  for (const char* redirect : {">/dev/full", ">&-"}) {
+    Subprocess sh({"/bin/sh", "-c",
+                   std::string("exec \"$0\" enqueue \"$1\" '{}' ") + redirect,
+                   PGJOBQ_CLI, q},
+                  env());
+    std::optional<int> code = sh.wait(milliseconds(10000));
+    EXPECT_EQ(code, 1) << redirect << ": " << sh.err();
+    EXPECT_TRUE(contains(sh.err(), "could not write to standard output"))
+        << redirect << ": " << sh.err();
+  }
+  EXPECT_EQ(count_jobs(q), 2);
+  Subprocess sh(
+      {"/bin/sh", "-c", "exec \"$0\" status --json >/dev/full", PGJOBQ_CLI},
+      env());
+  EXPECT_EQ(sh.wait(milliseconds(10000)), 1) << sh.err();
+}
+
 TEST_F(CliTest, EnqueueReadsJsonFromStdin) {
   std::string q = queue();
   ProcessResult r = pgjobq({"enqueue", q, "-"}, "{\"from\": \"stdin\"}\n");
