@@ -38,6 +38,7 @@ nlohmann::json time_or_null(const std::optional<Clock::time_point>& t) {
 int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   // Everything is checked before any server is touched.
   validate_queue_name(a.queue);
+  auto started = std::chrono::steady_clock::now();
   milliseconds timeout = timeout_option(a.timeout);
   nlohmann::json data =
       !a.has_json ? nlohmann::json()
@@ -60,8 +61,14 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   // worker's next poll.
   std::string why;
   if (!notify(redis, a.queue, &why)) log(LogLevel::warning, why);
-  if (a.wait)
-    print_line(compact(wait_for_result(db.get(), redis, *id, timeout)));
+  if (a.wait) {
+    // --timeout counts from the start: the enqueue and the wake-up (which a
+    // hung Redis holds up to its bound) come out of it.
+    auto spent = std::chrono::ceil<milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    milliseconds left = std::max(timeout - spent, milliseconds(0));
+    print_line(compact(wait_for_result(db.get(), redis, *id, left)));
+  }
   return kExitOk;
 }
 

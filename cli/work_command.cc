@@ -144,7 +144,13 @@ int work_command(const Connections& c, const WorkArgs& a,
         "work: give the command to run after --, such as: pgjobq work mail "
         "-- ./send-mail.sh");
   }
-  for (const std::string& q : a.queues) validate_queue_name(q);
+  for (std::size_t i = 0; i < a.queues.size(); ++i) {
+    validate_queue_name(a.queues[i]);
+    if (std::find(a.queues.begin(), a.queues.begin() + static_cast<long>(i),
+                  a.queues[i]) != a.queues.begin() + static_cast<long>(i)) {
+      throw usage_error("work: queue \"" + a.queues[i] + "\" given twice");
+    }
+  }
   WorkerOptions o;
   o.db_url = c.db_url;
   o.redis_url = c.redis_url;

@@ -87,15 +87,16 @@ void check_tree(const nlohmann::json& data, std::string_view what) {
 
 void validate_queue_name(std::string_view queue) {
   if (queue.empty()) throw InvalidInput("invalid queue name: it is empty");
+  for (char c : queue) {
+    if (!queue_char(c)) {
+      throw InvalidInput(
+          "invalid queue name \"" + printable(queue) +
+          "\": only ASCII letters, digits and _ - . : / are allowed");
+    }
+  }
   if (queue.size() > kMaxQueueName) {
     throw InvalidInput("invalid queue name \"" + printable(queue) +
                        "\": longer than 128 characters");
-  }
-  for (char c : queue) {
-    if (!queue_char(c)) {
-      throw InvalidInput("invalid queue name \"" + printable(queue) +
-                         "\": only letters, digits and _ - . : / are allowed");
-    }
   }
 }
 

@@ -416,7 +416,8 @@ class Runner {
     // docs/architecture.md). So what is done before it commits first.
     if (!done_.empty()) commit(s, false, false);
     std::string why = "gave up after " + std::to_string(job.attempt) +
-                      " attempts (max_attempts " +
+                      (job.attempt == 1 ? " attempt" : " attempts") +
+                      " (max_attempts " +
                       std::to_string(options_.max_attempts) + ")";
     log(LogLevel::warning, queue_label(queue_) + ": job " +
                                std::to_string(job.id.value) + ": " + why +
@@ -575,6 +576,8 @@ class Runner {
           queue_label(queue_) + ": " + describe(job) + " failed: " + error,
           job.id);
     }
+    // Its last attempt: the next claim marks it failed, at once.
+    if (job.attempt >= options_.max_attempts) return;
     double factor = std::pow(2.0, std::min(job.attempt - 1, 30));
     auto delay = std::min<milliseconds>(
         milliseconds(static_cast<long long>(

@@ -114,6 +114,11 @@ Connection Connection::open(const Address& address,
 
 void Connection::fail(std::string_view doing) const {
   std::string detail = context_->err ? context_->errstr : "unknown error";
+  // hiredis reports a socket timeout (SO_RCVTIMEO, SO_SNDTIMEO) as the
+  // text of EAGAIN.
+  if (context_->err == REDIS_ERR_IO && detail == std::strerror(EAGAIN)) {
+    detail = "timed out (the server did not answer)";
+  }
   throw ConnectionError("Redis at " + where_ + ": " + std::string(doing) +
                         " failed: " + detail);
 }

@@ -82,6 +82,7 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
       {"work", q, "--poll-interval", "soon", "--", "true"},
       {"work", q, "--dead-session-timeout", "500ms", "--", "true"},
       {"work", q, "--", "/nonexistent/handler"},
+      {"work", q, "other", q, "--", "true"},
       {"status", "--", "x", "y"},
   };
   for (const auto& args : cases) {
@@ -324,6 +325,15 @@ TEST_F(CliTest, EnqueueWaitTimesOutOnTimeAgainstAHungRedis) {
   EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_LT(std::chrono::steady_clock::now() - started,
             std::chrono::milliseconds(1500));
+  // The timeout counts from the start: the wake-up the hung Redis held
+  // (its bound, 2 s) comes out of it, and is not added on top.
+  started = std::chrono::steady_clock::now();
+  r = pgjobq({"--redis", hung_redis.url(), "enqueue", q, "{}", "--wait",
+              "--timeout", "2.5"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - started,
+            std::chrono::milliseconds(3500));
+  EXPECT_TRUE(contains(r.err, "timed out")) << r.err;
 }
 
 // ------------------------------------------------------------ wait
