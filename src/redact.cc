@@ -20,7 +20,22 @@ using Range = std::pair<std::size_t, std::size_t>;
 // The password in a URI's userinfo: scheme://user:PASSWORD@host.
 void userinfo_password(std::string_view url, std::vector<Range>& out) {
   std::size_t scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) return;
+  if (scheme_end == std::string_view::npos) {
+    // No URI. Without an '=' it is no conninfo either (libpq takes it for
+    // a database name): a mistyped URL ("postgresql:/u:pw@h", "pg:u:pw@h")
+    // lands here. Its password is after a ':' that does not start a path,
+    // up to the last '@'.
+    std::size_t at = url.rfind('@');
+    if (url.find('=') != std::string_view::npos || at == std::string_view::npos)
+      return;
+    for (std::size_t colon = url.find(':'); colon < at;
+         colon = url.find(':', colon + 1)) {
+      if (url[colon + 1] == '/') continue;
+      out.emplace_back(colon + 1, at);
+      return;
+    }
+    return;
+  }
   std::size_t authority = scheme_end + 3;
   // Passwords may hold unencoded '@', '/' or '?', so the userinfo is taken
   // to end at the last '@' anywhere. That can mask more than the password
@@ -91,18 +106,18 @@ void password_parameters(std::string_view text, std::vector<Range>& out) {
     std::size_t end = pos;
     if (uri) {
       while (end < text.size() && text[end] != '&') ++end;
-    } else if (end < text.size() && text[end] == '\'') {
-      // conninfo quoting: 'it''s' or 'with \' escapes'
-      ++end;
-      while (end < text.size() && text[end] != '\'') {
-        if (text[end] == '\\') ++end;
-        ++end;
-      }
-      if (end < text.size()) ++end;
     } else {
-      // Unquoted, up to white space; a backslash escapes ("a\ b").
-      while (end < text.size() && !is_space(text[end])) {
-        if (text[end] == '\\') ++end;
+      // A conninfo value: up to white space outside quotes; a backslash
+      // escapes ("a\ b", 'with \' escapes'). Quoted parts may be followed
+      // by more ('it''s': libpq reads 'it' and then trips over the rest,
+      // which its message quotes), so all of it is the password's.
+      bool quoted = false;
+      while (end < text.size() && (quoted || !is_space(text[end]))) {
+        if (text[end] == '\\') {
+          ++end;
+        } else if (text[end] == '\'') {
+          quoted = !quoted;
+        }
         ++end;
       }
     }
@@ -133,6 +148,17 @@ std::vector<std::string> url_passwords(std::string_view url) {
     add_once(out, std::string(raw));
     add_once(out, *percent_decode(raw, /*keep_bad_escapes=*/true));
     add_once(out, unescape(raw));
+    // A conninfo value's quoted parts, which libpq may quote on their own
+    // ('it''s' is 'it', then "'s" that it complains about).
+    if (raw.find('\'') != std::string_view::npos) {
+      for (std::size_t from = 0;;) {
+        std::size_t quote = raw.find('\'', from);
+        std::string_view piece = raw.substr(from, quote - from);
+        if (piece.size() >= kMinFragment) add_once(out, std::string(piece));
+        if (quote == std::string_view::npos) break;
+        from = quote + 1;
+      }
+    }
     // libpq splits a URL at an unencoded '@' (and the host part then at
     // ':') in a password, and may quote the pieces in its message. Pieces
     // shorter than kMinFragment stay: masking "p" everywhere would garble

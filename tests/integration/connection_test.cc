@@ -72,6 +72,11 @@ TEST(ConnectionTest, MalformedDatabaseUrlsNeverShowTheirPassword) {
            " dbname=no_such_db user=nobody password=Wrong\\ SECRET99",
        {"SECRET99"}},
       {"host=127.0.0.1 port=" + port + " PASSWORD=SECRET77", {"SECRET77"}},
+      // libpq reads 'it' and complains about the rest, quoting it.
+      {"host=127.0.0.1 port=" + port + " password='it''SECRET66'",
+       {"SECRET66"}},
+      // A mistyped scheme: libpq takes it all for a database name.
+      {"postgresql:/app:SECRET55@127.0.0.1:" + port + "/app", {"SECRET55"}},
   };
   for (const Case& c : cases) {
     try {

@@ -98,6 +98,22 @@ TEST(RedactTest, MasksEscapedAndMiscasedConninfoPasswords) {
             secrets.end());
 }
 
+// Found by a black-box run of the command line: a quoted value followed by
+// more (libpq reads 'it' and complains about "'s10'"), and URLs with a
+// mistyped scheme, which libpq takes for a database name.
+TEST(RedactTest, MasksQuotedRunsAndMistypedUrls) {
+  EXPECT_EQ(redact("host=db password='it''s10' dbname=x"),
+            "host=db password=*** dbname=x");
+  auto secrets = url_passwords("host=db password='it''s10' dbname=x");
+  EXPECT_EQ(scrub_secrets("missing \"=\" after \"'s10'\"", secrets),
+            "missing \"=\" after \"'***'\"");
+  EXPECT_EQ(redact("postgresql:/alice:TypoPass2@127.0.0.1:5432/bb"),
+            "postgresql:/alice:***@127.0.0.1:5432/bb");
+  EXPECT_EQ(redact("postgres:alice:TypoPass3@db"), "postgres:***@db");
+  EXPECT_EQ(redact("mydb"), "mydb");
+  EXPECT_EQ(redact("alice@db"), "alice@db");
+}
+
 TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
   EXPECT_EQ(redact("host=db nopassword=x"), "host=db nopassword=x");
 }
