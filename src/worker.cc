@@ -263,6 +263,7 @@ class Runner {
         commit(s, false, false);
         return;
       }
+      if (back_off_bounced_job(s)) continue;
       ClaimedJob job = std::move(batch_.front());
       batch_.pop_front();
       if (job.spent) {
@@ -292,6 +293,7 @@ class Runner {
         add_done(std::move(done));
       } else {
         add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
+        bounced_ = job.id;
       }
       if (options_.transactional) {
         // The handler's transaction is open: commit it with the outcome,
@@ -323,6 +325,46 @@ class Runner {
         commit(s, false, false);
       }
     }
+  }
+
+  // A job its handler rescheduled that comes straight back (nothing else
+  // was waiting in its queue) is not run again at once, or a handler that
+  // waits for something by rescheduling would spin at the speed of the
+  // database: its claim is handed back and the runner waits retry_delay,
+  // doubling with each bounce to max_retry_delay. The job stays pending
+  // meanwhile (cancel works), and stays the head: FIFO holds. Returns
+  // whether it backed off.
+  bool back_off_bounced_job(QueueSession& s) {
+    const ClaimedJob& next = batch_.front();
+    if (!bounced_ || next.id.value != bounced_->value || next.spent) {
+      bounced_.reset();
+      bounces_ = 0;
+      waited_for_bounce_ = false;
+      return false;
+    }
+    if (waited_for_bounce_) {
+      waited_for_bounce_ = false;  // its wait is served: it runs now
+      return false;
+    }
+    std::int64_t position = next.position;
+    for (const ClaimedJob& j : batch_) {
+      if (!j.spent) {
+        done_.push_back(
+            {Outcome::Kind::unclaimed, j.id, j.attempt, nullptr, {}});
+      }
+    }
+    batch_.clear();
+    commit(s, false, false);
+    cursor_ = position - 1;  // it is pending again, at the head
+    double factor = std::pow(2.0, std::min(bounces_, 30));
+    auto delay = std::min<milliseconds>(
+        milliseconds(static_cast<long long>(
+            static_cast<double>(options_.retry_delay.count()) * factor)),
+        options_.max_retry_delay);
+    ++bounces_;
+    waited_for_bounce_ = true;
+    w_.stop.sleep_for(delay);
+    return true;
   }
 
   // How many jobs to claim at once: one while re-running what a dead worker
@@ -647,6 +689,12 @@ class Runner {
   std::deque<ClaimedJob> batch_;  // claimed, not yet run
   std::vector<Outcome> done_;     // run, not yet committed
   ServerClock clock_;             // for the times of handlers' runs
+  // The job last sent to the back by its handler, how many times in a row
+  // it came straight back, and whether the runner has waited for it since
+  // (back_off_bounced_job).
+  std::optional<JobId> bounced_;
+  int bounces_ = 0;
+  bool waited_for_bounce_ = false;
   // Queues to wake after done_ commits (JobContext::notify_after_commit).
   std::vector<std::string> wake_after_commit_;
   SteadyClock::time_point done_since_;

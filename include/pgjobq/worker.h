@@ -52,6 +52,9 @@ class HandlerResult {
     return HandlerResult(false, std::move(result));
   }
   // Sends the job to the back of its queue as a fresh job (attempts reset).
+  // A job that comes straight back (nothing else was waiting) runs again
+  // only after WorkerOptions::retry_delay, doubling each time in a row, to
+  // max_retry_delay; pending meanwhile.
   static HandlerResult reschedule() { return HandlerResult(true, nullptr); }
 
   bool rescheduled() const noexcept { return reschedule_; }
@@ -102,6 +105,7 @@ struct WorkerOptions {
   // process (exit 70).
   std::chrono::milliseconds timeout_grace = std::chrono::seconds(10);
   // Retry policy backoff: first delay, doubling per attempt up to the max.
+  // Also the wait before a rescheduled job that came straight back runs.
   std::chrono::milliseconds retry_delay = std::chrono::seconds(1);
   std::chrono::milliseconds max_retry_delay = std::chrono::seconds(60);
   // Run the handler inside the transaction that completes the job, so its

@@ -192,6 +192,63 @@ TEST_F(WorkerTest, RescheduleFromTheHandlerMovesTheJobBehindTheOthers) {
   EXPECT_EQ(query_job(conn.get(), a)->result, json("a"));
 }
 
+// A job that reschedules itself with nothing else waiting would come
+// straight back and spin (`pgjobq work` with a command that exits 75 ran
+// 75 times a second): it waits retry_delay, doubling, to max_retry_delay.
+// Meanwhile it is pending, so it can be cancelled.
+TEST_F(WorkerTest, AJobThatKeepsReschedulingItselfAloneBacksOff) {
+  PgConnPtr conn = connect();
+  std::string q = queue("bounce");
+  JobId id = enqueue(conn.get(), q, json("again"));
+  std::atomic<int> runs{0};
+  auto o = options({q});
+  o.retry_delay = milliseconds(50);
+  o.max_retry_delay = milliseconds(200);
+  BackgroundWorker worker(o, [&](const JobContext&) {
+    ++runs;
+    return HandlerResult::reschedule();
+  });
+  std::this_thread::sleep_for(milliseconds(1500));
+  // 1 + (50 + 100 + 200 + 200 ...) ms: about 9 runs; spinning, thousands.
+  EXPECT_GE(runs.load(), 3);
+  EXPECT_LE(runs.load(), 20);
+  EXPECT_TRUE(wait_until([&] {
+    try {
+      cancel(conn.get(), id);
+      return true;
+    } catch (const WrongState&) {
+      return false;  // caught running, for a moment
+    }
+  }));
+  EXPECT_EQ(state_of(id), JobState::cancelled);
+  int after_cancel = runs.load();
+  std::this_thread::sleep_for(milliseconds(400));
+  EXPECT_LE(runs.load(), after_cancel + 1);
+}
+
+// With other jobs waiting, a rescheduled job simply goes behind them: no
+// back-off (retry_delay is ten seconds here).
+TEST_F(WorkerTest, AJobRescheduledBehindOthersRunsWithoutWaiting) {
+  PgConnPtr conn = connect();
+  std::string q = queue("behind");
+  JobId a = enqueue(conn.get(), q, json("a"));
+  JobId b = enqueue(conn.get(), q, json("b"));
+  auto o = options({q});
+  o.retry_delay = std::chrono::seconds(10);
+  std::atomic<int> a_runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    if (job.data == json("a") && ++a_runs == 1) {
+      return HandlerResult::reschedule();  // a, then b, then a again
+    }
+    return HandlerResult::complete();
+  });
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return all_completed({a, b}); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - started,
+            std::chrono::seconds(5));
+  EXPECT_EQ(a_runs.load(), 2);
+}
+
 TEST_F(WorkerTest, OperatorRescheduleAndCancelReorderPendingJobs) {
   PgConnPtr conn = connect();
   std::string q = queue("ops");
