@@ -5,8 +5,12 @@
 #include <mutex>
 #include <string>
 
+#include "validate.h"
+
 namespace pgjobq {
 namespace {
+
+constexpr std::size_t kMaxLineBytes = 4096;
 
 std::mutex& sink_mutex() {
   static std::mutex m;
@@ -52,9 +56,16 @@ void log(LogLevel level, std::string_view text) {
     return;
   }
   if (level == LogLevel::debug) return;
+  // One event, one line: a handler's error may hold line breaks (a stack
+  // trace, a command's stderr) and megabytes; the job keeps all of it.
+  std::string body = storable_text(text, kMaxLineBytes);
+  for (char& c : body) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = ' ';
+  }
   // One write per line so lines from several threads do not interleave.
-  std::string line = "pgjobq: " + std::string(level_name(level)) + ": " +
-                     std::string(text) + "\n";
+  std::string line =
+      "pgjobq: " + std::string(level_name(level)) + ": " + body + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

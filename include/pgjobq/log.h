@@ -8,7 +8,10 @@ namespace pgjobq {
 enum class LogLevel { debug, info, warning, error };
 
 // Where pgjobq's log lines go. The default writes "pgjobq: <level>: <text>"
-// to stderr for info and above. Lines never contain passwords.
+// to stderr for info and above, one line each: control characters (the
+// line breaks of a handler's error) become spaces, and a text is cut at
+// 4 KiB. A sink of your own gets the text as it is. Lines never contain
+// passwords.
 using LogSink = std::function<void(LogLevel level, std::string_view text)>;
 
 // Replaces the sink for the whole process. Thread-safe; the sink itself is
