@@ -50,7 +50,7 @@ Claim parse_claimed(const pg::Result& rows) {
 }
 
 // A ServerClock time for kFinishJobs: null when unknown (0).
-nlohmann::json time_or_null(std::int64_t us) {
+nlohmann::json server_time_or_null(std::int64_t us) {
   return us > 0 ? nlohmann::json(us) : nlohmann::json(nullptr);
 }
 
@@ -246,15 +246,15 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
                           {"attempt", o.attempt},
                           {"state", "completed"},
                           {"result", o.result},
-                          {"started_us", time_or_null(o.started_us)},
-                          {"finished_us", time_or_null(o.finished_us)}});
+                          {"started_us", server_time_or_null(o.started_us)},
+                          {"finished_us", server_time_or_null(o.finished_us)}});
         break;
       case Outcome::Kind::failed:
         finish.push_back({{"id", o.id.value},
                           {"attempt", o.attempt},
                           {"state", "failed"},
                           {"error", o.error},
-                          {"finished_us", time_or_null(o.finished_us)}});
+                          {"finished_us", server_time_or_null(o.finished_us)}});
         break;
       case Outcome::Kind::requeued:
         requeue.push_back({{"id", o.id.value}, {"attempt", o.attempt}});

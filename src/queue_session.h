@@ -55,6 +55,7 @@ class ServerClock {
   // The server's time was `server_us` when the worker's clock read `local`
   // (or a little before).
   void sync(std::int64_t server_us, Clock::time_point local) {
+    if (server_us <= 0) return;  // no claim ran
     server_us_ = server_us;
     local_ = local;
     synced_ = true;
