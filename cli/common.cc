@@ -214,8 +214,15 @@ std::string escape_bytes(std::string_view bytes, std::size_t max) {
 
 bool is_terminal(int fd) noexcept { return isatty(fd) == 1; }
 
+namespace {
+std::size_t printed = 0;
+}  // namespace
+
 void print_line(std::string_view line) {
+  ++printed;
   std::cout << line << '\n' << std::flush;
 }
+
+std::size_t lines_printed() noexcept { return printed; }
 
 }  // namespace pgjobq::cli

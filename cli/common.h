@@ -97,4 +97,8 @@ bool is_terminal(int fd) noexcept;
 // reading our output sees each line as soon as it is final.
 void print_line(std::string_view line);
 
+// How many lines print_line() has written (main() fails a command whose
+// output went to a stdout that was closed).
+std::size_t lines_printed() noexcept;
+
 }  // namespace pgjobq::cli

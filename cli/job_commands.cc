@@ -38,11 +38,12 @@ nlohmann::json time_or_null(const std::optional<Clock::time_point>& t) {
 int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   // Everything is checked before any server is touched.
   validate_queue_name(a.queue);
-  auto started = std::chrono::steady_clock::now();
   milliseconds timeout = timeout_option(a.timeout);
   nlohmann::json data =
       !a.has_json ? nlohmann::json()
                   : json_argument(a.json, "job data", kDefaultMaxPayloadBytes);
+  // --timeout counts from here, the data read (from stdin, maybe slowly).
+  auto started = std::chrono::steady_clock::now();
   // With --wait --timeout S, a Redis that never answers may not hold the
   // wake-up longer than S either (the link's own bound is 2 s).
   RedisLink redis(c.redis_url,
@@ -67,7 +68,13 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
     auto spent = std::chrono::ceil<milliseconds>(
         std::chrono::steady_clock::now() - started);
     milliseconds left = std::max(timeout - spent, milliseconds(0));
-    print_line(compact(wait_for_result(db.get(), redis, *id, left)));
+    try {
+      print_line(compact(wait_for_result(db.get(), redis, *id, left)));
+    } catch (const Timeout&) {
+      throw Timeout("job " + std::to_string(id->value) +
+                    " did not finish within " +
+                    std::to_string(timeout.count()) + " ms");
+    }
   }
   return kExitOk;
 }

@@ -55,9 +55,11 @@ std::string hint(const std::exception& error) {
 
 // Standard streams started closed (`pgjobq enqueue q >&-`) get /dev/null,
 // so that a connection opened later cannot take their descriptor and have
-// output written into it. A closed stdout still counts as one that cannot
-// be written: the stream is marked bad, and printing fails the command.
-void guard_standard_streams() {
+// output written into it. Returns whether stdout was closed: output meant
+// for it is then lost, which fails a command that prints (not one that
+// prints nothing, such as `cancel` or `work`).
+bool guard_standard_streams() {
+  bool stdout_closed = false;
   for (int fd : {0, 1, 2}) {
     if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
     int null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
@@ -65,14 +67,15 @@ void guard_standard_streams() {
       dup2(null, fd);
       close(null);
     }
-    if (fd == 1) std::cout.setstate(std::ios::badbit);
+    if (fd == 1) stdout_closed = true;
   }
+  return stdout_closed;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  guard_standard_streams();
+  bool stdout_closed = guard_standard_streams();
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> command;
   bool had_separator = false;
@@ -92,7 +95,7 @@ int main(int argc, char** argv) {
     // What was printed must have arrived: a full disk or a closed stdout
     // would otherwise lose an enqueued job's id behind exit 0.
     std::cout.flush();
-    if (std::cout.fail()) {
+    if (std::cout.fail() || (stdout_closed && lines_printed() > 0)) {
       std::cerr << "pgjobq: error: could not write to standard output"
                 << (code == kExitOk ? " (the command itself succeeded)" : "")
                 << std::endl;

@@ -263,7 +263,8 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
         release.push_back({{"id", o.id.value},
                            {"attempt", o.attempt},
                            {"error", o.error},
-                           {"uncount", false}});
+                           {"uncount", false},
+                           {"started_us", server_time_or_null(o.started_us)}});
         break;
       case Outcome::Kind::unclaimed:
         release.push_back({{"id", o.id.value},

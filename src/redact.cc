@@ -17,21 +17,32 @@ constexpr std::size_t kMinFragment = 3;
 // [begin, end) of the text to mask.
 using Range = std::pair<std::size_t, std::size_t>;
 
-// The password in a URI's userinfo: scheme://user:PASSWORD@host.
-void userinfo_password(std::string_view url, std::vector<Range>& out) {
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+         c == '\v';
+}
+
+// The password in a URI's userinfo: scheme://user:PASSWORD@host. Also a
+// guess of at least `min_guess` characters for a text that may be a
+// mistyped URL.
+void userinfo_password(std::string_view url, std::vector<Range>& out,
+                       std::size_t min_guess) {
   std::size_t scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) {
-    // No URI. Without an '=' it is no conninfo either (libpq takes it for
-    // a database name): a mistyped URL ("postgresql:/u:pw@h", "pg:u:pw@h")
-    // lands here. Its password is after a ':' that does not start a path,
-    // up to the last '@'.
+    // No URI. Without an '=' or white space it is no conninfo either
+    // (libpq takes it for a database name): a mistyped URL
+    // ("postgresql:/u:pw@h", "pg:u:pw@h") lands here. Its password is after
+    // a ':' that does not start a path, up to the last '@'.
     std::size_t at = url.rfind('@');
-    if (url.find('=') != std::string_view::npos || at == std::string_view::npos)
+    if (at == std::string_view::npos ||
+        url.find('=') != std::string_view::npos ||
+        std::any_of(url.begin(), url.end(), is_space)) {
       return;
+    }
     for (std::size_t colon = url.find(':'); colon < at;
          colon = url.find(':', colon + 1)) {
       if (url[colon + 1] == '/') continue;
-      out.emplace_back(colon + 1, at);
+      if (at - colon - 1 >= min_guess) out.emplace_back(colon + 1, at);
       return;
     }
     return;
@@ -53,11 +64,6 @@ void userinfo_password(std::string_view url, std::vector<Range>& out) {
     return;
   }
   out.emplace_back(colon + 1, at);
-}
-
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
-         c == '\v';
 }
 
 // A conninfo value as libpq reads it: backslash escapes removed.
@@ -96,13 +102,15 @@ void password_parameters(std::string_view text, std::vector<Range>& out) {
   for (std::size_t key = lower.find("password"); key != std::string::npos;
        key = lower.find("password", key + 1)) {
     std::size_t pos = key + 8;
-    bool at_key_start = key == 0 || text[key - 1] == '?' ||
-                        text[key - 1] == '&' || text[key - 1] == ' ' ||
-                        text[key - 1] == '\t';
-    while (pos < text.size() && text[pos] == ' ') ++pos;
+    // "sslpassword" (a client key's passphrase) is one too.
+    std::size_t start =
+        key >= 3 && lower.compare(key - 3, 3, "ssl") == 0 ? key - 3 : key;
+    bool at_key_start = start == 0 || text[start - 1] == '?' ||
+                        text[start - 1] == '&' || is_space(text[start - 1]);
+    while (pos < text.size() && is_space(text[pos])) ++pos;
     if (!at_key_start || pos >= text.size() || text[pos] != '=') continue;
     ++pos;
-    while (pos < text.size() && text[pos] == ' ') ++pos;
+    while (pos < text.size() && is_space(text[pos])) ++pos;
     std::size_t end = pos;
     if (uri) {
       while (end < text.size() && text[end] != '&') ++end;
@@ -136,7 +144,10 @@ void add_once(std::vector<std::string>& out, std::string secret) {
 
 std::vector<std::string> url_passwords(std::string_view url) {
   std::vector<Range> ranges;
-  userinfo_password(url, ranges);
+  // Guesses of fewer than kMinFragment characters are left: any text is
+  // scrubbed with these (the command line's arguments, say "12:e@3"), and
+  // masking every "e" would garble the message.
+  userinfo_password(url, ranges, kMinFragment);
   password_parameters(url, ranges);
   std::vector<std::string> out;
   for (auto [begin, end] : ranges) {
@@ -208,7 +219,7 @@ std::string redact(std::string_view url) {
   // hides from the other what it has to find (a userinfo mask that ran over
   // a later "password=" key used to leave that password in clear).
   std::vector<Range> ranges;
-  userinfo_password(url, ranges);
+  userinfo_password(url, ranges, 1);
   password_parameters(url, ranges);
   std::sort(ranges.begin(), ranges.end());
   std::string out;

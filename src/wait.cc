@@ -105,7 +105,13 @@ void refuse_fixed_snapshot(PGconn* db) {
 
 nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
                                milliseconds timeout) {
-  refuse_fixed_snapshot(db);
+  try {
+    refuse_fixed_snapshot(db);
+  } catch (const InvalidInput&) {
+    throw;
+  } catch (...) {
+    rethrow_with_context("wait for job " + std::to_string(id.value));
+  }
   // A century is forever; milliseconds::max() must not overflow the clock.
   constexpr milliseconds kForever = std::chrono::hours(24 * 365 * 100);
   auto deadline =

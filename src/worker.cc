@@ -26,6 +26,7 @@
 #include <cmath>
 #include <deque>
 #include <exception>
+#include <future>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -207,6 +208,12 @@ class Runner {
 
   // Holding the lock: the loop of the file comment.
   void serve(QueueSession& s) {
+    // A new session: maybe a new server (a failover), with a clock of its
+    // own; and a transactional handler's wake-ups went with its lost
+    // transaction.
+    clock_ = ServerClock();
+    progress_made();
+    if (options_.transactional) wake_after_commit_.clear();
     s.resume();
     cursor_ = s.handled_position();
     recovery_until_ = s.recovery_until();
@@ -279,7 +286,7 @@ class Runner {
       }
       HandlerRun run = run_handler(s, job);
       if (run.kind == HandlerRun::Kind::error) {
-        handle_error(s, job, run.error);
+        handle_error(s, job, run.error, false, clock_.at(run.started));
         continue;
       }
       if (run.kind == HandlerRun::Kind::completed) {
@@ -291,9 +298,10 @@ class Runner {
         done.started_us = clock_.at(run.started);
         done.finished_us = clock_.at(run.finished);
         add_done(std::move(done));
+        progress_made();
       } else {
         add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
-        bounced_ = job.id;
+        rescheduled_.push_back(job.id);
       }
       if (options_.transactional) {
         // The handler's transaction is open: commit it with the outcome,
@@ -310,6 +318,7 @@ class Runner {
           // hold the queue's row, having enqueued into it, while an
           // operator reschedules the next job): it runs again.
           done_.clear();
+          wake_after_commit_.clear();  // its enqueues were rolled back too
           handle_error(s, job,
                        std::string("the handler's transaction did not "
                                    "commit: ") +
@@ -327,23 +336,21 @@ class Runner {
     }
   }
 
-  // A job its handler rescheduled that comes straight back (nothing else
-  // was waiting in its queue) is not run again at once, or a handler that
-  // waits for something by rescheduling would spin at the speed of the
-  // database: its claim is handed back and the runner waits retry_delay,
-  // doubling with each bounce to max_retry_delay. The job stays pending
-  // meanwhile (cancel works), and stays the head: FIFO holds. Returns
-  // whether it backed off.
+  // Jobs their handlers rescheduled that come straight back (nothing but
+  // rescheduled jobs ran since: one such job alone, or several taking
+  // turns) are not run again at once, or handlers that wait for something
+  // by rescheduling would spin at the speed of the database. At the head
+  // job that already bounced in this round, the claim is handed back and
+  // the runner waits retry_delay, doubling with each round in a row to
+  // max_retry_delay. The jobs stay pending meanwhile (cancel works), in
+  // their order: FIFO holds. Any job that completes or fails ends the
+  // rounds (progress_made). Returns whether it backed off.
   bool back_off_bounced_job(QueueSession& s) {
     const ClaimedJob& next = batch_.front();
-    if (!bounced_ || next.id.value != bounced_->value || next.spent) {
-      bounced_.reset();
-      bounces_ = 0;
-      waited_for_bounce_ = false;
-      return false;
-    }
-    if (waited_for_bounce_) {
-      waited_for_bounce_ = false;  // its wait is served: it runs now
+    if (next.spent ||
+        std::find_if(rescheduled_.begin(), rescheduled_.end(), [&](JobId id) {
+          return id.value == next.id.value;
+        }) == rescheduled_.end()) {
       return false;
     }
     std::int64_t position = next.position;
@@ -356,15 +363,22 @@ class Runner {
     batch_.clear();
     commit(s, false, false);
     cursor_ = position - 1;  // it is pending again, at the head
-    double factor = std::pow(2.0, std::min(bounces_, 30));
+    double factor = std::pow(2.0, std::min(bounce_rounds_, 30));
     auto delay = std::min<milliseconds>(
         milliseconds(static_cast<long long>(
             static_cast<double>(options_.retry_delay.count()) * factor)),
         options_.max_retry_delay);
-    ++bounces_;
-    waited_for_bounce_ = true;
+    ++bounce_rounds_;
+    rescheduled_.clear();  // a new round
     w_.stop.sleep_for(delay);
     return true;
+  }
+
+  // A job completed or failed: the queue moves, so rescheduled jobs that
+  // come back are no longer bouncing.
+  void progress_made() {
+    rescheduled_.clear();
+    bounce_rounds_ = 0;
   }
 
   // How many jobs to claim at once: one while re-running what a dead worker
@@ -467,6 +481,7 @@ class Runner {
     Outcome failed{Outcome::Kind::failed, job.id, job.attempt, nullptr, why};
     failed.finished_us = clock_.at(SteadyClock::now());
     add_done(std::move(failed));
+    progress_made();
   }
 
   // Commits done_ (and claims more if asked), then publishes what
@@ -579,6 +594,7 @@ class Runner {
                    : "the handler ended the worker's transaction"};
       }
       if (status != PQTRANS_IDLE) s.rollback();
+      wake_after_commit_.clear();  // nothing it enqueued was kept
       return;
     }
     if (status != PQTRANS_IDLE) {
@@ -594,14 +610,20 @@ class Runner {
   // Records `raw_error` on the job and puts it back at the head of the
   // queue; then the error policy decides, unless the failure was
   // `transient` (not the handler's doing): then the job simply runs again.
+  // `started_us` is when the handler started (ServerClock), if known.
   void handle_error(QueueSession& s, const ClaimedJob& job,
-                    const std::string& raw_error, bool transient = false) {
+                    const std::string& raw_error, bool transient = false,
+                    std::int64_t started_us = 0) {
     // Handlers may throw anything: invalid UTF-8, NUL, megabytes.
     std::string error = storable_text(raw_error, kMaxErrorBytes);
     log(transient ? LogLevel::warning : LogLevel::error,
         queue_label(queue_) + ": " + describe(job) + " failed: " + error +
             (transient ? "; running it again" : ""));
-    add_done({Outcome::Kind::errored, job.id, job.attempt, nullptr, error});
+    Outcome errored{Outcome::Kind::errored, job.id, job.attempt, nullptr,
+                    error};
+    errored.started_us = started_us;
+    add_done(std::move(errored));
+    progress_made();
     for (const ClaimedJob& j : batch_) {
       if (!j.spent) {
         done_.push_back(
@@ -689,12 +711,11 @@ class Runner {
   std::deque<ClaimedJob> batch_;  // claimed, not yet run
   std::vector<Outcome> done_;     // run, not yet committed
   ServerClock clock_;             // for the times of handlers' runs
-  // The job last sent to the back by its handler, how many times in a row
-  // it came straight back, and whether the runner has waited for it since
-  // (back_off_bounced_job).
-  std::optional<JobId> bounced_;
-  int bounces_ = 0;
-  bool waited_for_bounce_ = false;
+  // Jobs their handlers sent to the back since a job last completed or
+  // failed, and how many rounds of them in a row the runner has waited
+  // for (back_off_bounced_job).
+  std::vector<JobId> rescheduled_;
+  int bounce_rounds_ = 0;
   // Queues to wake after done_ commits (JobContext::notify_after_commit).
   std::vector<std::string> wake_after_commit_;
   SteadyClock::time_point done_since_;
@@ -728,23 +749,29 @@ bool server_left(int socket) {
 [[noreturn]] void abandon_handler(Worker::State& w, const Running& r,
                                   const std::string& message) {
   log(LogLevel::error, message);
-  try {
-    // Briefly: the process must end even if PostgreSQL is unreachable,
-    // and this holds up the other queues' watch meanwhile.
-    pg::Keyword quick[] = {{"connect_timeout", "2"}};
-    PgConnPtr conn = pg::connect(w.options.db_url, quick);
-    std::string attempt = std::to_string(r.attempt);
-    std::string id = std::to_string(r.id.value);
-    const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
-    PQclear(PQexec(conn.get(),
-                   "SET lock_timeout = '2s'; SET statement_timeout = '2s'"));
-    PQclear(PQexecParams(conn.get(),
-                         "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
-                         "AND attempts = $2 AND state = 'running'",
-                         3, nullptr, params, nullptr, nullptr, 0));
-  } catch (const std::exception&) {
-    // Exiting matters more than the note.
-  }
+  // The note goes on a thread of its own, given 3 s: the process must end
+  // even if PostgreSQL is unreachable, or takes the connection and then
+  // never answers (as it may, just after a session was lost).
+  auto noted = std::make_shared<std::promise<void>>();
+  std::future<void> done = noted->get_future();
+  std::thread([db_url = w.options.db_url, id = std::to_string(r.id.value),
+               attempt = std::to_string(r.attempt), message, noted] {
+    try {
+      pg::Keyword quick[] = {
+          {"connect_timeout", "2"},
+          {"options", "-c statement_timeout=2000 -c lock_timeout=2000"}};
+      PgConnPtr conn = pg::connect(db_url, quick);
+      const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
+      PQclear(PQexecParams(conn.get(),
+                           "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
+                           "AND attempts = $2 AND state = 'running'",
+                           3, nullptr, params, nullptr, nullptr, 0));
+    } catch (const std::exception&) {
+      // Exiting matters more than the note.
+    }
+    noted->set_value();
+  }).detach();
+  done.wait_for(std::chrono::seconds(3));
   std::_Exit(70);
 }
 

@@ -102,7 +102,8 @@ struct WorkerOptions {
   // How long a handler may run on after its stop token is requested (its
   // timeout passed, or its PostgreSQL session ended, so that a standby may
   // be running the queue) before the worker gives up on it and ends the
-  // process (exit 70).
+  // process (exit 70), with its other queues: their outcomes not yet
+  // committed are lost, and those jobs run again.
   std::chrono::milliseconds timeout_grace = std::chrono::seconds(10);
   // Retry policy backoff: first delay, doubling per attempt up to the max.
   // Also the wait before a rescheduled job that came straight back runs.

@@ -372,7 +372,8 @@ WITH moving AS (
 SELECT id FROM moved
 )sql"};
 
-// $1 queue id, $2 jsonb array of {id, attempt, error, uncount}. Puts running
+// $1 queue id, $2 jsonb array of {id, attempt, error, uncount, started_us}
+// (when the failed handler started, on the server's clock). Puts running
 // jobs back to pending where they stand (FIFO: they stay at the head).
 // With an error: the handler failed; the attempt stays counted and the
 // error is recorded. With uncount: the job was claimed but never started
@@ -383,9 +384,12 @@ SET state = 'pending',
     error = coalesce(c.error, j.error),
     attempts = j.attempts - c.uncount::int,
     started_at = CASE WHEN c.uncount AND j.attempts = 1 THEN NULL
-                      ELSE j.started_at END
+                      ELSE coalesce(timestamptz 'epoch' +
+                                      c.started_us * interval '1 microsecond',
+                                    j.started_at) END
 FROM jsonb_to_recordset($2::jsonb)
-     AS c (id bigint, attempt int, error text, uncount boolean)
+     AS c (id bigint, attempt int, error text, uncount boolean,
+           started_us bigint)
 WHERE j.id = c.id AND j.queue_id + 0 = $1 AND j.state = 'running'
   AND j.attempts = c.attempt
   AND j.id = ANY (ARRAY(SELECT (e ->> 'id')::bigint

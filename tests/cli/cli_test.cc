@@ -197,6 +197,13 @@ TEST_F(CliTest, AnOutputThatCannotBeWrittenIsAnError) {
       {"/bin/sh", "-c", "exec \"$0\" status --json >/dev/full", PGJOBQ_CLI},
       env());
   EXPECT_EQ(sh.wait(milliseconds(10000)), 1) << sh.err();
+  // A command that prints nothing has nothing to lose.
+  JobId id = add_job(q, "{}");
+  Subprocess cancel({"/bin/sh", "-c", "exec \"$0\" cancel \"$1\" >&-",
+                     PGJOBQ_CLI, std::to_string(id.value)},
+                    env());
+  EXPECT_EQ(cancel.wait(milliseconds(10000)), 0) << cancel.err();
+  EXPECT_EQ(state_of(id), "cancelled");
 }
 
 TEST_F(CliTest, EnqueueReadsJsonFromStdin) {

@@ -226,6 +226,49 @@ TEST_F(WorkerTest, AJobThatKeepsReschedulingItselfAloneBacksOff) {
   EXPECT_LE(runs.load(), after_cancel + 1);
 }
 
+// Two jobs that keep rescheduling take turns, and each round waits too:
+// they do not spin by alternating.
+TEST_F(WorkerTest, JobsThatRescheduleInTurnsBackOffToo) {
+  PgConnPtr conn = connect();
+  std::string q = queue("bounce2");
+  enqueue(conn.get(), q, json("a"));
+  enqueue(conn.get(), q, json("b"));
+  std::atomic<int> runs{0};
+  auto o = options({q});
+  o.retry_delay = milliseconds(50);
+  o.max_retry_delay = milliseconds(200);
+  BackgroundWorker worker(o, [&](const JobContext&) {
+    ++runs;
+    return HandlerResult::reschedule();
+  });
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_GE(runs.load(), 4);
+  EXPECT_LE(runs.load(), 40) << "spinning";
+}
+
+// A job that rescheduled once and then fails is retried at the retry
+// policy's pace, with no back-off for bounces on top.
+TEST_F(WorkerTest, ARescheduledJobThatThenFailsRetriesAtThePolicysPace) {
+  PgConnPtr conn = connect();
+  std::string q = queue("bounce-err");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  auto o = options({q});
+  o.on_error = ErrorPolicy::retry;
+  o.retry_delay = milliseconds(300);
+  o.max_attempts = 2;
+  std::atomic<int> runs{0};
+  BackgroundWorker worker(o, [&](const JobContext&) -> HandlerResult {
+    if (++runs == 1) return HandlerResult::reschedule();
+    throw std::runtime_error("fails after its reschedule");
+  });
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == JobState::failed; }));
+  // The bounce (300 ms) and one retry delay (300 ms; none after the last
+  // attempt): about 600 ms, where bounce waits on top of each retry (600,
+  // then 1200 ms) took 2.4 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(1500));
+}
+
 // With other jobs waiting, a rescheduled job simply goes behind them: no
 // back-off (retry_delay is ten seconds here).
 TEST_F(WorkerTest, AJobRescheduledBehindOthersRunsWithoutWaiting) {

@@ -112,6 +112,26 @@ TEST(RedactTest, MasksQuotedRunsAndMistypedUrls) {
   EXPECT_EQ(redact("postgres:alice:TypoPass3@db"), "postgres:***@db");
   EXPECT_EQ(redact("mydb"), "mydb");
   EXPECT_EQ(redact("alice@db"), "alice@db");
+  // Any text is scrubbed with url_passwords() (the command line's
+  // arguments): a short guess is no password and would garble messages.
+  auto guesses = url_passwords("12:e@3");
+  EXPECT_TRUE(guesses.empty());
+  EXPECT_EQ(scrub_secrets("invalid job id \"12:e@3\": expected", guesses),
+            "invalid job id \"12:e@3\": expected");
+  EXPECT_TRUE(url_passwords("my queue:secret@x").empty());  // not a URL
+}
+
+// libpq takes any white space around keys and '='; and "sslpassword" (a
+// client key's passphrase) is a secret too.
+TEST(RedactTest, MasksPasswordsAfterAnyWhiteSpaceAndSslPasswords) {
+  EXPECT_EQ(redact("host=/x\npassword=hunter2xyz"), "host=/x\npassword=***");
+  EXPECT_EQ(redact("host=/x password\t=\thunter2xyz"),
+            "host=/x password\t=\t***");
+  EXPECT_EQ(redact("host=db sslpassword=hunter2xyz sslmode=require"),
+            "host=db sslpassword=*** sslmode=require");
+  EXPECT_EQ(redact("postgresql://db/x?sslpassword=hunter2xyz&a=b"),
+            "postgresql://db/x?sslpassword=***&a=b");
+  EXPECT_EQ(redact("host=db nosslpassword=x"), "host=db nosslpassword=x");
 }
 
 TEST(RedactTest, DoesNotMaskKeysThatMerelyEndInPassword) {
