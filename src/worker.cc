@@ -31,6 +31,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unordered_set>
 
 #include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
@@ -301,7 +302,7 @@ class Runner {
         progress_made();
       } else {
         add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
-        rescheduled_.push_back(job.id);
+        rescheduled_.insert(job.id.value);
       }
       if (options_.transactional) {
         // The handler's transaction is open: commit it with the outcome,
@@ -347,10 +348,7 @@ class Runner {
   // rounds (progress_made). Returns whether it backed off.
   bool back_off_bounced_job(QueueSession& s) {
     const ClaimedJob& next = batch_.front();
-    if (next.spent ||
-        std::find_if(rescheduled_.begin(), rescheduled_.end(), [&](JobId id) {
-          return id.value == next.id.value;
-        }) == rescheduled_.end()) {
+    if (next.spent || !rescheduled_.contains(next.id.value)) {
       return false;
     }
     std::int64_t position = next.position;
@@ -714,7 +712,7 @@ class Runner {
   // Jobs their handlers sent to the back since a job last completed or
   // failed, and how many rounds of them in a row the runner has waited
   // for (back_off_bounced_job).
-  std::vector<JobId> rescheduled_;
+  std::unordered_set<std::int64_t> rescheduled_;
   int bounce_rounds_ = 0;
   // Queues to wake after done_ commits (JobContext::notify_after_commit).
   std::vector<std::string> wake_after_commit_;
