@@ -52,9 +52,11 @@ class HandlerResult {
     return HandlerResult(false, std::move(result));
   }
   // Sends the job to the back of its queue as a fresh job (attempts reset).
-  // A job that comes straight back (nothing else was waiting) runs again
-  // only after WorkerOptions::retry_delay, doubling each time in a row, to
-  // max_retry_delay; pending meanwhile.
+  // A job that comes back with only rescheduled jobs run since (alone in
+  // its queue, or with others that reschedule too) runs again only after
+  // WorkerOptions::retry_delay, doubling each round in a row, to
+  // max_retry_delay; pending meanwhile. A job completing or failing ends
+  // the rounds.
   static HandlerResult reschedule() { return HandlerResult(true, nullptr); }
 
   bool rescheduled() const noexcept { return reschedule_; }
