@@ -3,14 +3,12 @@
 
 #include "cli/work_command.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstdlib>
 #include <thread>
 
@@ -95,14 +93,6 @@ class SignalThread {
 // A worker started with a standard descriptor closed would hand that
 // number to its first pipe, and the command would get it as stdin or
 // stdout by mistake.
-void ensure_standard_descriptors() {
-  for (int fd = 0; fd <= 2; ++fd) {
-    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
-      [[maybe_unused]] int opened = open("/dev/null", O_RDWR);
-    }
-  }
-}
-
 milliseconds positive_duration(const std::string& text, const char* option) {
   auto d = std::chrono::ceil<milliseconds>(parse_duration(text, option));
   if (d <= milliseconds(0)) {
@@ -177,15 +167,23 @@ int work_command(const Connections& c, const WorkArgs& a,
                       "\" not found or not executable");
   }
 
-  ensure_standard_descriptors();
-  // Writing a job to a command that exits without reading it must not kill
-  // the worker.
+  // (main() gave closed standard descriptors /dev/null.) Writing a job to a
+  // command that exits without reading it must not kill the worker.
   signal(SIGPIPE, SIG_IGN);
   SignalThread::block();
   CommandRunner runner(command, kDefaultMaxPayloadBytes);
   Worker worker(std::move(o), LoggingHandler(runner));
   SignalThread signals(worker, runner);
-  worker.run();
+  try {
+    worker.run();
+  } catch (const HandlerFailed& e) {
+    // The error itself was logged, and recorded on the job, just before.
+    throw ExitError(kExitError,
+                    "stopping (--on-error crash) after job " +
+                        std::to_string(e.job().value) +
+                        " failed; its error is recorded on it, and it runs "
+                        "again when the worker restarts");
+  }
   return kExitOk;
 }
 
