@@ -260,15 +260,7 @@ class Runner {
         continue;
       }
       if (stopping) {
-        // Give back the jobs claimed but not started.
-        for (const ClaimedJob& j : batch_) {
-          if (!j.spent) {
-            done_.push_back(
-                {Outcome::Kind::unclaimed, j.id, j.attempt, nullptr, {}});
-          }
-        }
-        batch_.clear();
-        commit(s, false, false);
+        give_back_unstarted(s);
         return;
       }
       if (back_off_bounced_job(s)) continue;
@@ -352,6 +344,18 @@ class Runner {
       return false;
     }
     std::int64_t position = next.position;
+    give_back_unstarted(s);
+    cursor_ = position - 1;  // it is pending again, at the head
+    milliseconds delay = back_off(bounce_rounds_);
+    ++bounce_rounds_;
+    rescheduled_.clear();  // a new round
+    w_.stop.sleep_for(delay);
+    return true;
+  }
+
+  // Hands back the jobs claimed but not started (their attempts taken
+  // back), and commits that with the outcomes done so far.
+  void give_back_unstarted(QueueSession& s) {
     for (const ClaimedJob& j : batch_) {
       if (!j.spent) {
         done_.push_back(
@@ -360,16 +364,16 @@ class Runner {
     }
     batch_.clear();
     commit(s, false, false);
-    cursor_ = position - 1;  // it is pending again, at the head
-    double factor = std::pow(2.0, std::min(bounce_rounds_, 30));
-    auto delay = std::min<milliseconds>(
+  }
+
+  // retry_delay doubled `doublings` times, at most max_retry_delay: the
+  // wait of the retry policy and of bouncing jobs.
+  milliseconds back_off(int doublings) const {
+    double factor = std::pow(2.0, std::min(doublings, 30));
+    return std::min<milliseconds>(
         milliseconds(static_cast<long long>(
             static_cast<double>(options_.retry_delay.count()) * factor)),
         options_.max_retry_delay);
-    ++bounce_rounds_;
-    rescheduled_.clear();  // a new round
-    w_.stop.sleep_for(delay);
-    return true;
   }
 
   // A job completed or failed: the queue moves, so rescheduled jobs that
@@ -622,14 +626,7 @@ class Runner {
     errored.started_us = started_us;
     add_done(std::move(errored));
     progress_made();
-    for (const ClaimedJob& j : batch_) {
-      if (!j.spent) {
-        done_.push_back(
-            {Outcome::Kind::unclaimed, j.id, j.attempt, nullptr, {}});
-      }
-    }
-    batch_.clear();
-    commit(s, false, false);
+    give_back_unstarted(s);
     // The job is pending again at its place, at the head of the queue.
     cursor_ = job.position - 1;
     if (transient) return;
@@ -640,11 +637,7 @@ class Runner {
     }
     // Its last attempt: the next claim marks it failed, at once.
     if (job.attempt >= options_.max_attempts) return;
-    double factor = std::pow(2.0, std::min(job.attempt - 1, 30));
-    auto delay = std::min<milliseconds>(
-        milliseconds(static_cast<long long>(
-            static_cast<double>(options_.retry_delay.count()) * factor)),
-        options_.max_retry_delay);
+    milliseconds delay = back_off(job.attempt - 1);
     log(LogLevel::info, queue_label(queue_) + ": retrying job " +
                             std::to_string(job.id.value) + " in " +
                             std::to_string(delay.count()) + " ms");
