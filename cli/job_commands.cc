@@ -6,6 +6,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "cli/json_input.h"
 #include "pgjobq/connection.h"
@@ -31,6 +32,55 @@ milliseconds timeout_option(const std::optional<std::string>& text) {
 nlohmann::json time_or_null(const std::optional<Clock::time_point>& t) {
   if (!t) return nullptr;
   return format_time(*t);
+}
+
+// Back-off between attempts to reconnect to PostgreSQL during a wait.
+constexpr milliseconds kFirstReconnectDelay{100};
+constexpr milliseconds kMaxReconnectDelay{5000};
+
+// Waits for job `id` until `deadline`, riding out a lost PostgreSQL
+// connection (a restart, a failover, a terminated backend) as the worker
+// does: the job is stored, so reconnecting and reading it again loses
+// nothing. Gives up with the connection error only when no connection
+// comes back before the deadline. A timeout reports `timeout`, what the
+// user asked for.
+nlohmann::json wait_through_reconnects(
+    const Connections& c, PgConnPtr& db, RedisLink& redis, JobId id,
+    std::chrono::steady_clock::time_point deadline, milliseconds timeout) {
+  using std::chrono::steady_clock;
+  auto left = [&] {
+    return std::max(
+        std::chrono::ceil<milliseconds>(deadline - steady_clock::now()),
+        milliseconds(0));
+  };
+  while (true) {
+    try {
+      return wait_for_result(db.get(), redis, id, left());
+    } catch (const Timeout&) {
+      throw Timeout("job " + std::to_string(id.value) +
+                    " did not finish within " +
+                    std::to_string(timeout.count()) + " ms");
+    } catch (const ConnectionError& lost) {
+      log(LogLevel::warning, std::string(lost.what()) + "; reconnecting");
+      milliseconds delay = kFirstReconnectDelay;
+      while (true) {
+        if (left() <= milliseconds(0)) throw;
+        std::this_thread::sleep_for(std::min(delay, left()));
+        try {
+          db = connect(c);
+          break;
+        } catch (const ConnectionError& e) {
+          if (left() <= milliseconds(0)) throw;
+          if (delay == kMaxReconnectDelay) {
+            log(LogLevel::warning, std::string(e.what()) + "; still trying");
+          }
+          delay = std::min(delay * 2, kMaxReconnectDelay);
+        }
+      }
+      log(LogLevel::info, "reconnected to PostgreSQL; still waiting for job " +
+                              std::to_string(id.value));
+    }
+  }
 }
 
 }  // namespace
@@ -65,16 +115,8 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   if (a.wait) {
     // --timeout counts from the start: the enqueue and the wake-up (which a
     // hung Redis holds up to its bound) come out of it.
-    auto spent = std::chrono::ceil<milliseconds>(
-        std::chrono::steady_clock::now() - started);
-    milliseconds left = std::max(timeout - spent, milliseconds(0));
-    try {
-      print_line(compact(wait_for_result(db.get(), redis, *id, left)));
-    } catch (const Timeout&) {
-      throw Timeout("job " + std::to_string(id->value) +
-                    " did not finish within " +
-                    std::to_string(timeout.count()) + " ms");
-    }
+    print_line(compact(wait_through_reconnects(c, db, redis, *id,
+                                               started + timeout, timeout)));
   }
   return kExitOk;
 }
@@ -83,9 +125,11 @@ int wait_command(const Connections& c, const std::string& id_text,
                  const std::optional<std::string>& timeout_text) {
   JobId id = parse_job_id(id_text);
   milliseconds timeout = timeout_option(timeout_text);
+  auto started = std::chrono::steady_clock::now();
   RedisLink redis(c.redis_url);
   PgConnPtr db = connect(c);
-  print_line(compact(wait_for_result(db.get(), redis, id, timeout)));
+  print_line(compact(
+      wait_through_reconnects(c, db, redis, id, started + timeout, timeout)));
   return kExitOk;
 }
 

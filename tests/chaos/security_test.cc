@@ -9,7 +9,9 @@
 #include <random>
 #include <regex>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "chaos/hostile.h"
 #include "pgjobq/admin.h"
@@ -572,9 +574,10 @@ TEST_F(HostileTest, PostgresqlDownAtStartIsOneLineForEveryCommand) {
   }
 }
 
-// A command whose PostgreSQL session is cut mid-wait says so in one line
-// and exits; it does not hang.
-TEST_F(HostileTest, PostgresqlGoingAwayMidWaitIsOneLine) {
+// A command whose PostgreSQL session is cut mid-wait says so in one line,
+// reconnects, and still ends with the job's outcome; it neither hangs nor
+// gives up (it used to exit 1).
+TEST_F(HostileTest, PostgresqlGoingAwayMidWaitIsOneLineAndAReconnect) {
   seed();
   std::string q = queue();
   JobId id = add_job(q, "1");
@@ -582,20 +585,35 @@ TEST_F(HostileTest, PostgresqlGoingAwayMidWaitIsOneLine) {
   std::string url = db_url() + "?application_name=cut-me";
   auto waiter =
       start({"--db", url, "wait", std::to_string(id.value), "--timeout", "60"});
-  ASSERT_TRUE(wait_until([&] {
+  auto backends = [&] {
     return query_value(
-               "SELECT count(*) FROM pg_stat_activity WHERE "
-               "application_name = 'cut-me'") == "1";
-  }));
-  query_value(
-      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-      "application_name = 'cut-me'");
-  std::optional<int> code = waiter->wait(milliseconds(10000));
-  ASSERT_TRUE(code) << "still waiting after its session was cut";
-  EXPECT_EQ(*code, 1) << waiter->err();
-  EXPECT_TRUE(OneLine(waiter->err()));
-  EXPECT_TRUE(contains(waiter->err(), "wait for job")) << waiter->err();
+        "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE "
+        "application_name = 'cut-me'");
+  };
+  std::string first;
+  ASSERT_TRUE(wait_until([&] { return !(first = backends()).empty(); }));
+  query_value("SELECT pg_terminate_backend(" + first + ")");
+  ASSERT_TRUE(wait_until([&] {
+    std::string now = backends();
+    return !now.empty() && now != first;
+  })) << "no new session after the cut: "
+      << waiter->err();
   EXPECT_EQ(stored(), before);
+  ASSERT_EQ(pgjobq({"cancel", std::to_string(id.value)}).exit_code, 0);
+  std::optional<int> code = waiter->wait(milliseconds(10000));
+  ASSERT_TRUE(code) << "still waiting after its job was cancelled";
+  EXPECT_EQ(*code, 5) << waiter->err();
+  // One line each: the loss, the reconnection, the outcome.
+  std::vector<std::string> lines;
+  std::istringstream err(waiter->err());
+  for (std::string line; std::getline(err, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 3u) << waiter->err();
+  EXPECT_TRUE(lines[0].starts_with("pgjobq: warning: wait for job"))
+      << lines[0];
+  EXPECT_TRUE(contains(lines[0], "reconnecting")) << lines[0];
+  EXPECT_TRUE(lines[1].starts_with("pgjobq: info: reconnected")) << lines[1];
+  EXPECT_TRUE(lines[2].starts_with("pgjobq: error: job")) << lines[2];
+  EXPECT_TRUE(contains(lines[2], "cancelled")) << lines[2];
 }
 
 // A command that never exits holds its queue until --job-timeout: then its

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -430,6 +431,92 @@ TEST_F(CliJobTest, WaitWithRedisDownPollsPostgresql) {
   ASSERT_EQ(pgjobq({"cancel", std::to_string(id.value)}).exit_code, 0);
   EXPECT_EQ(waiter->wait(milliseconds(30000)), 5);
   EXPECT_FALSE(contains(waiter->err(), kSecret));
+}
+
+// The wait command's PostgreSQL backend, seen from the `postgres`
+// database, which stays open when the test closes its own.
+class CliWaitReconnectTest : public CliJobTest {
+ protected:
+  std::string admin_value(const std::string& sql) const {
+    PgConnPtr admin = connect_database(database_url("postgres"));
+    std::unique_ptr<PGresult, decltype(&PQclear)> r(
+        PQexec(admin.get(), sql.c_str()), &PQclear);
+    EXPECT_NE(PQresultStatus(r.get()), PGRES_FATAL_ERROR)
+        << sql << ": " << PQerrorMessage(admin.get());
+    return PQntuples(r.get()) > 0 ? PQgetvalue(r.get(), 0, 0) : "";
+  }
+  std::string waiters_backends() const {
+    return "FROM pg_stat_activity WHERE datname = '" + db_name() +
+           "' AND backend_type = 'client backend'";
+  }
+  bool waiter_connected() const {
+    return admin_value("SELECT count(*) " + waiters_backends()) == "1";
+  }
+  void terminate_waiter() const {
+    admin_value("SELECT pg_terminate_backend(pid) " + waiters_backends());
+  }
+  void allow_connections(bool allow) const {
+    admin_value("ALTER DATABASE \"" + db_name() + "\" WITH ALLOW_CONNECTIONS " +
+                (allow ? "true" : "false"));
+  }
+};
+
+// A PostgreSQL restart or failover ends the waiter's session; the wait
+// reconnects and still sees the job finish (it used to exit 1).
+TEST_F(CliWaitReconnectTest, WaitRidesOutALostPostgresqlSession) {
+  std::string q = queue();
+  JobId id = add_job(q, "5");
+  auto waiter = start({"wait", std::to_string(id.value), "--timeout", "60"});
+  ASSERT_TRUE(wait_until([&] { return waiter_connected(); }));
+  terminate_waiter();
+  ASSERT_TRUE(wait_until([&] { return waiter_connected(); }))
+      << "the waiter did not reconnect: " << waiter->err();
+  WorkerOptions o = worker_options({q});
+  BackgroundWorker worker(
+      o, [](const JobContext&) { return HandlerResult::complete("done"); });
+  EXPECT_EQ(waiter->wait(milliseconds(30000)), 0) << waiter->err();
+  EXPECT_EQ(waiter->out(), "\"done\"\n");
+  EXPECT_TRUE(contains(waiter->err(), "reconnecting")) << waiter->err();
+  EXPECT_FALSE(contains(waiter->err(), kSecret)) << waiter->err();
+}
+
+// A PostgreSQL that does not come back before --timeout ends the wait
+// with the connection error (exit 1) on time, not a hang.
+TEST_F(CliWaitReconnectTest, WaitGivesUpOnTimeWhenPostgresqlStaysAway) {
+  JobId id = add_job(queue(), "{}");
+  auto waiter = start({"wait", std::to_string(id.value), "--timeout", "3"});
+  ASSERT_TRUE(wait_until([&] { return waiter_connected(); }));
+  allow_connections(false);
+  auto cut = std::chrono::steady_clock::now();
+  terminate_waiter();
+  std::optional<int> code = waiter->wait(milliseconds(30000));
+  auto took = std::chrono::steady_clock::now() - cut;
+  allow_connections(true);
+  EXPECT_EQ(code, 1) << waiter->err();
+  EXPECT_LT(took, milliseconds(6000));
+  EXPECT_TRUE(contains(waiter->err(), "not currently accepting connections"))
+      << waiter->err();
+  EXPECT_FALSE(contains(waiter->err(), kSecret)) << waiter->err();
+}
+
+// enqueue --wait waits the same way once its job is stored.
+TEST_F(CliWaitReconnectTest, EnqueueWaitRidesOutALostPostgresqlSession) {
+  std::string q = queue();
+  auto waiter = start({"enqueue", q, "7", "--wait", "--timeout", "60"});
+  ASSERT_TRUE(wait_until([&] {
+    return query_value("SELECT count(*) FROM pgjobq.jobs") == "1" &&
+           waiter_connected();
+  }));
+  terminate_waiter();
+  ASSERT_TRUE(wait_until([&] { return waiter_connected(); }))
+      << "the waiter did not reconnect: " << waiter->err();
+  WorkerOptions o = worker_options({q});
+  BackgroundWorker worker(o, [](const JobContext& job) {
+    return HandlerResult::complete(job.data.get<int>() * 6);
+  });
+  EXPECT_EQ(waiter->wait(milliseconds(30000)), 0) << waiter->err();
+  std::string out = waiter->out();
+  EXPECT_EQ(out.substr(out.find('\n') + 1), "42\n") << out;
 }
 
 // ------------------------------------------------------------ show
