@@ -32,6 +32,7 @@
 #include <set>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 
 #include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
@@ -248,8 +249,8 @@ class Runner {
             int limit = claim_limit();
             take(s.claim(cursor_, limit, options_.max_attempts), limit);
           }
-          // Not drained: jobs were taken away (cancelled, rescheduled) as
-          // the claim took them, and more may be waiting. Look again.
+          // Not drained: the claim took as many as it could, or lost some
+          // to a cancel or a reschedule; more may be waiting. Look again.
           if (!batch_.empty() || !drained_) continue;
         }
         looked = false;
@@ -397,7 +398,13 @@ class Runner {
   // Takes claimed jobs, and keeps the two facts hold_for_next_job() needs:
   // whether that claim emptied the queue, and how fast jobs arrive.
   void take(Claim claim, int limit) {
-    drained_ = claim.seen < limit;
+    // Fewer head jobs than asked for: the queue is empty behind them.
+    // Unless the claim lost some it saw (a cancel or a reschedule took them
+    // as it claimed them): then jobs enqueued meanwhile may be waiting, for
+    // which no wake-up is owed, so it is not drained and the runner looks
+    // again (WorkerTest.AClaimThatLosesItsJobsToACancelLooksAgain).
+    drained_ = claim.seen < limit &&
+               std::cmp_greater_equal(claim.jobs.size(), claim.seen);
     clock_.sync(claim.server_us, SteadyClock::now());
     std::vector<ClaimedJob>& jobs = claim.jobs;
     if (!jobs.empty()) {

@@ -318,6 +318,50 @@ TEST_F(WorkerTest, OperatorRescheduleAndCancelReorderPendingJobs) {
   EXPECT_EQ(s.pending, 0);
 }
 
+// A claim that loses every job it saw (cancelled as it claimed them)
+// claims again at once: jobs enqueued meanwhile must not wait for a
+// wake-up that nobody owes it (the cancel publishes none to the queue, and
+// here neither does the enqueue), nor for the poll.
+TEST_F(WorkerTest, AClaimThatLosesItsJobsToACancelLooksAgain) {
+  PgConnPtr conn = connect();
+  RedisLink redis(test::redis_url());
+  std::string q = queue("lost");
+  auto o = options({q});
+  o.poll_interval = std::chrono::seconds(60);
+  Journal journal;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    return HandlerResult::complete();
+  });
+  // Fast jobs first: the worker then claims many at once, and a claim that
+  // sees fewer than that takes the queue for drained.
+  std::vector<JobId> warm_up;
+  for (int i = 0; i < 5; ++i) {
+    warm_up.push_back(enqueue(conn.get(), q, json(i)));
+    ASSERT_TRUE(notify(redis, q));
+    ASSERT_TRUE(wait_until([&] { return all_completed(warm_up); }));
+  }
+  // Not notified: the worker sleeps on. Then cancelled in a transaction
+  // held open, and the worker woken, so that its claim waits for the row.
+  JobId lost = enqueue(conn.get(), q, json("lost"));
+  PgConnPtr canceller = connect();
+  test::exec(canceller.get(), "BEGIN");
+  cancel(canceller.get(), lost);
+  ASSERT_TRUE(notify(redis, q));
+  ASSERT_TRUE(wait_until([&] {
+    return query_value(
+               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+               "current_database() AND wait_event_type = 'Lock'") == "1";
+  }));
+  JobId behind = enqueue(conn.get(), q, json("behind"));
+  test::exec(canceller.get(), "COMMIT");
+  EXPECT_TRUE(
+      wait_until([&] { return all_completed({behind}); }, milliseconds(10000)));
+  EXPECT_EQ(journal.entries(),
+            (std::vector<std::string>{"0", "1", "2", "3", "4", "\"behind\""}));
+  EXPECT_EQ(state_of(lost), JobState::cancelled);
+}
+
 TEST_F(WorkerTest, RetryPolicyRunsTheSameJobAgainBeforeAnythingBehindIt) {
   PgConnPtr conn = connect();
   std::string q = queue("retry");
