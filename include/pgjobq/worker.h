@@ -31,7 +31,9 @@ struct JobContext {
   // COMMIT, ROLLBACK or close it.
   PGconn* db;
   // Requested when the job's timeout passes: stop, and the job counts as an
-  // error. A handler that ignores it past the grace period ends the process.
+  // error. Also when the queue's PostgreSQL session is lost: then the job
+  // is not an error; it runs again, maybe on a standby already. A handler
+  // that ignores it past `timeout_grace` ends the process (exit 70).
   std::stop_token stop;
 
   // Wakes `other`'s worker (publishes on pgjobq/<other>-notify) once this
