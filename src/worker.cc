@@ -95,6 +95,9 @@ struct Worker::State {
   Handler handler;
   redis::Address redis_address;
   StopSignal stop;
+  // Set when every runner has returned: the watchdog watches until then,
+  // through a graceful stop's last jobs too.
+  StopSignal runners_done;
   std::unique_ptr<Wakeups> wakeups;
   std::atomic<int> active{0};
   std::mutex fatal_mutex;
@@ -644,6 +647,13 @@ class Runner {
     }
     // Its last attempt: the next claim marks it failed, at once.
     if (job.attempt >= options_.max_attempts) return;
+    if (w_.stop.is_set()) {
+      log(LogLevel::info, queue_label(queue_) + ": stopping; job " +
+                              std::to_string(job.id.value) +
+                              " runs again when a worker next serves the "
+                              "queue");
+      return;
+    }
     milliseconds delay = back_off(job.attempt - 1);
     log(LogLevel::info, queue_label(queue_) + ": retrying job " +
                             std::to_string(job.id.value) + " in " +
@@ -785,11 +795,14 @@ bool server_left(int socket) {
 //    returned after the grace period.
 //
 // It looks every 10 ms while a handler runs, every 100 ms while none does
-// (an idle worker need not wake up a hundred times a second).
+// (an idle worker need not wake up a hundred times a second), until the
+// runners are done: stop() lets running jobs finish, and they are watched
+// to the end (FaultTest.HandlerIsStoppedWhenItsSessionEndsDuringAGraceful
+// Stop, WorkerTest.AGracefulStopStillEnforcesTheJobTimeout).
 void watchdog(Worker::State& w) {
   bool any_active = false;
-  while (!w.stop.is_set()) {
-    w.stop.sleep_for(milliseconds(any_active ? 10 : 100));
+  while (!w.runners_done.is_set()) {
+    w.runners_done.sleep_for(milliseconds(any_active ? 10 : 100));
     any_active = false;
     auto now = SteadyClock::now();
     for (std::size_t i = 0; i < w.running.size(); ++i) {
@@ -912,6 +925,7 @@ void Worker::run() {
   std::thread timer([&s] { watchdog(s); });
   for (auto& t : threads) t.join();
   s.stop.set();
+  s.runners_done.set();
   timer.join();
   s.wakeups->join();
   if (s.fatal) std::rethrow_exception(s.fatal);

@@ -117,6 +117,36 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEnds) {
   EXPECT_EQ(job->result, json(2));
 }
 
+// The same after stop(): a worker draining its running job for a graceful
+// shutdown still watches it. (The watch used to end with stop(), and the
+// stale run went on beside the standby's for the rest of the handler.)
+TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEndsDuringAGracefulStop) {
+  PgConnPtr conn = connect();
+  std::string q = queue("cut-while-stopping");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  std::atomic<int> backend{0};
+  std::atomic<bool> stopped{false};
+  WorkerOptions o = worker_options({q});
+  o.poll_interval = std::chrono::seconds(30);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    backend = PQbackendPID(job.db);
+    wait_until([&] { return job.stop.stop_requested(); }, milliseconds(60000));
+    stopped = job.stop.stop_requested();
+    return HandlerResult::complete(json(job.attempt));
+  });
+  ASSERT_TRUE(wait_until([&] { return backend != 0; }));
+  worker.stop();
+  std::this_thread::sleep_for(milliseconds(300));
+  query_value("SELECT pg_terminate_backend(" + std::to_string(backend) + ")");
+  EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(5000)))
+      << "the handler ran on after its session ended";
+  worker.wait_for_exit();
+  // Its completion was not committed: the job runs again later.
+  std::optional<Job> job = query_job(conn.get(), id);
+  EXPECT_EQ(job->state, JobState::running);
+  EXPECT_EQ(job->attempts, 1);
+}
+
 // A network cut between the active worker and PostgreSQL that closes
 // nothing (packets silently dropped, as by a failed switch): neither end
 // hears of it, and without keepalives the server would keep the session,

@@ -473,6 +473,32 @@ TEST_F(WorkerTest, HandlerPastItsTimeoutCountsAsAnError) {
   EXPECT_NE(job->error->find("timed out"), std::string::npos) << *job->error;
 }
 
+// A graceful stop lets the running job finish, but not past its timeout:
+// the timeout still stops it and counts as its error. (The watch used to
+// end with stop(), and the job ran on, and completed, however long.)
+TEST_F(WorkerTest, AGracefulStopStillEnforcesTheJobTimeout) {
+  PgConnPtr conn = connect();
+  std::string q = queue("slowstop");
+  JobId slow = enqueue(conn.get(), q, json("slow"));
+  auto o = options({q});
+  o.job_timeout = milliseconds(500);
+  std::atomic<bool> started{false};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    started = true;
+    wait_until([&] { return job.stop.stop_requested(); }, milliseconds(20000));
+    return HandlerResult::complete("too late");
+  });
+  ASSERT_TRUE(wait_until([&] { return started.load(); }));
+  worker.stop();
+  auto stopping = std::chrono::steady_clock::now();
+  worker.wait_for_exit();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, milliseconds(5000));
+  auto job = query_job(conn.get(), slow);
+  EXPECT_NE(job->state, JobState::completed);
+  ASSERT_TRUE(job->error);
+  EXPECT_NE(job->error->find("timed out"), std::string::npos) << *job->error;
+}
+
 TEST_F(WorkerTest, TimeoutCancelsTheHandlersSqlToo) {
   PgConnPtr conn = connect();
   std::string q = queue("slowsql");
