@@ -20,11 +20,12 @@ namespace pgjobq {
 namespace {
 
 const pg::Statement* const kWorkerStatements[] = {
-    &sql::kClaimJobs,   &sql::kFinishJobs,  &sql::kRequeueJobs,
-    &sql::kReleaseJobs, &sql::kNoteError,   &sql::kBegin,
-    &sql::kCommit,      &sql::kRollback,    &sql::kResumePoint,
-    &sql::kFindQueue,   &sql::kCreateQueue, &sql::kShortLockWait,
-    &sql::kLockQueue,   &sql::kSeekPlans};
+    &sql::kClaimJobs,        &sql::kFinishJobs,  &sql::kRequeueJobs,
+    &sql::kReleaseJobs,      &sql::kNoteError,   &sql::kBegin,
+    &sql::kCommit,           &sql::kRollback,    &sql::kResumePoint,
+    &sql::kFindQueue,        &sql::kCreateQueue, &sql::kShortLockWait,
+    &sql::kLockQueue,        &sql::kSeekPlans,   &sql::kUnlimitedWaits,
+    &sql::kRestoreWaitLimits};
 
 // kClaimJobs' rows: the jobs, then the count of jobs seen.
 Claim parse_claimed(const pg::Result& rows) {
@@ -150,6 +151,7 @@ bool QueueSession::resolve_queue() {
 }
 
 void QueueSession::request_lock() {
+  conn_.exec(sql::kUnlimitedWaits);
   pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
   const char* values[] = {params[0]->c_str()};
   if (PQsendQueryPrepared(conn_.get(), sql::kLockQueue.name, 1, values, nullptr,
@@ -180,6 +182,7 @@ bool QueueSession::await_lock(std::chrono::milliseconds timeout, int wake_fd) {
   pg::check(c, PQgetResult(c));
   // The NULL that ends the statement's results.
   pg::ResultPtr end(PQgetResult(c));
+  conn_.exec(sql::kRestoreWaitLimits);
   return true;
 }
 

@@ -147,6 +147,11 @@ class Runner {
           retry = std::min(retry * 2, kMaxReconnect);
         }
       }
+    } catch (const DatabaseError& e) {
+      // PostgreSQL's words alone ("cannot execute SELECT in a read-only
+      // transaction") do not say which queue's worker hit them.
+      w_.fail(std::make_exception_ptr(
+          DatabaseError(queue_label(queue_) + ": " + e.what(), e.sqlstate())));
     } catch (...) {
       w_.fail(std::current_exception());
     }

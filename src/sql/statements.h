@@ -205,9 +205,27 @@ inline constexpr pg::Statement kShortLockWait{"pgjobq_short_lock_wait", R"sql(
 SELECT set_config('lock_timeout', '200ms', true)
 )sql"};
 
+// For this session, until kRestoreWaitLimits: no statement_timeout and no
+// lock_timeout. A standby waits in kLockQueue for as long as the active
+// worker lives; a limit set on the role or the database (common in
+// production) would end that wait, and the standby with it.
+inline constexpr pg::Statement kUnlimitedWaits{"pgjobq_unlimited_waits", R"sql(
+SELECT set_config('statement_timeout', '0', false),
+       set_config('lock_timeout', '0', false)
+)sql"};
+
+// Back to the limits the session started with (the role's, the database's,
+// the connection's options), for the worker's statements and the handlers'.
+inline constexpr pg::Statement kRestoreWaitLimits{"pgjobq_restore_wait_limits",
+                                                  R"sql(
+SELECT set_config(name, reset_val, false) FROM pg_settings
+WHERE name IN ('statement_timeout', 'lock_timeout')
+)sql"};
+
 // $1 queue id. Blocks until this session holds the queue's lock: one
 // active worker per queue. A session lock, so it ends with the connection:
 // a worker that dies, or loses its connection, lets a standby take over.
+// Sent after kUnlimitedWaits.
 inline constexpr pg::Statement kLockQueue{"pgjobq_lock_queue", R"sql(
 SELECT pg_advisory_lock(1886220545, $1::int)
 )sql"};

@@ -707,6 +707,41 @@ TEST_F(WorkerTest, SecondWorkerStandsByAndTakesOver) {
   ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
 }
 
+// A statement_timeout (or lock_timeout) on the role or the database, common
+// in production, must not end a standby's wait for the queue: it used to
+// exit with "canceling statement due to statement timeout", leaving the
+// queue without a standby. The handler's SQL still runs under the setting.
+TEST_F(WorkerTest, AStandbyOutwaitsTheDatabasesStatementTimeout) {
+  PgConnPtr conn = connect();
+  std::string q = queue("standby-timeout");
+  test::exec(conn.get(), "ALTER DATABASE \"" + db_name() +
+                             "\" SET statement_timeout = '300ms'");
+  test::exec(conn.get(),
+             "ALTER DATABASE \"" + db_name() + "\" SET lock_timeout = '300ms'");
+  Journal journal;
+  Handler handler = [&](const JobContext& job) {
+    PGresult* r = PQexec(job.db, "SELECT pg_sleep(1)");
+    bool timed_out = PQresultStatus(r) != PGRES_TUPLES_OK;
+    PQclear(r);
+    journal.add(job.data.dump() + (timed_out ? " timed out" : " slept"));
+    return HandlerResult::complete();
+  };
+  auto first = std::make_unique<BackgroundWorker>(options({q}), handler);
+  ASSERT_TRUE(wait_until([&] { return first->worker().active_queues() == 1; }));
+  BackgroundWorker second(options({q}), handler);
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_FALSE(second.finished()) << "the standby gave up";
+  first.reset();
+  ASSERT_TRUE(wait_until([&] { return second.worker().active_queues() == 1; },
+                         milliseconds(3000)));
+  JobId id = enqueue(conn.get(), q, json("after takeover"));
+  RedisLink redis(test::redis_url());
+  notify(redis, q);
+  ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
+  EXPECT_EQ(journal.entries(),
+            (std::vector<std::string>{"\"after takeover\" timed out"}));
+}
+
 TEST_F(WorkerTest, StopLetsTheRunningJobFinish) {
   PgConnPtr conn = connect();
   std::string q = queue("graceful");
