@@ -118,9 +118,15 @@ void Wakeups::wake_all() {
 void Wakeups::subscriber_loop() {
   using std::chrono::milliseconds;
   using SteadyClock = std::chrono::steady_clock;
-  // Silence on a quiet link is normal; after this long, ping to be sure
-  // the link is alive, and give up on it if the ping goes unanswered.
-  constexpr auto kIdleBeforePing = std::chrono::seconds(15);
+  // Silence is normal on a quiet link, and also what a hung Redis (its
+  // connections open, nothing answering) looks like. So a link quiet for a
+  // second is pinged; a ping unanswered for a second makes the runners
+  // poll PostgreSQL, as without Redis, until the answer comes; one
+  // unanswered for five drops the link for a new one. (With a 15 s wait
+  // before the ping, an idle worker was deaf for 20 s:
+  // FaultTest.AnIdleWorkerNoticesAHungRedisWithinSeconds.)
+  constexpr auto kIdleBeforePing = std::chrono::seconds(1);
+  constexpr auto kPingLate = std::chrono::seconds(1);
   constexpr auto kPingAnswer = std::chrono::seconds(5);
   constexpr milliseconds kFirstRetry{100};
   constexpr milliseconds kMaxRetry{5000};
@@ -149,20 +155,24 @@ void Wakeups::subscriber_loop() {
       wake_all();
       std::optional<SteadyClock::time_point> ping_sent;
       while (!stop_.is_set()) {
-        auto message = subscriber.next(milliseconds(1000), stop_.fd());
+        auto message = subscriber.next(milliseconds(500), stop_.fd());
         if (message) {
           if (auto it = index.find(message->channel); it != index.end()) {
             wake(it->second);
           }
-          continue;
         }
         auto now = SteadyClock::now();
         if (ping_sent && subscriber.last_reply() >= *ping_sent) {
           ping_sent.reset();
+          subscribed_ = true;  // if it was late: answered after all
         }
         if (ping_sent && now - *ping_sent > kPingAnswer) {
           throw ConnectionError("Redis at " + address_.redacted +
                                 " stopped answering");
+        }
+        if (ping_sent && subscribed_ && now - *ping_sent > kPingLate) {
+          subscribed_ = false;
+          wake_all();  // they look now, then poll
         }
         if (!ping_sent && now - subscriber.last_reply() > kIdleBeforePing) {
           subscriber.ping();

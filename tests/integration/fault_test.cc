@@ -255,6 +255,32 @@ TEST_F(FaultTest, ACommitThatFailsAtTheSyncStopsTheWorkerUnpublished) {
 // Such a Redis costs each attempt to publish results its whole timeout
 // (2 s). The worker used to try again at every commit, so that each commit
 // took 2 s for as long as Redis hung; now it backs off.
+// A Redis that hangs (paused: its connections open and silent) is found
+// out within seconds by the subscriber's pings, and the worker polls
+// PostgreSQL meanwhile. It used to take 20 s of silence, during which an
+// idle worker waited for its 120 s poll.
+TEST_F(FaultTest, AnIdleWorkerNoticesAHungRedisWithinSeconds) {
+  test::RedisServer redis_server;
+  PgConnPtr conn = connect();
+  std::string q = queue("paused-redis");
+  WorkerOptions o = worker_options({q});
+  o.redis_url = redis_server.url();
+  o.poll_interval = std::chrono::seconds(60);
+  BackgroundWorker worker(o, [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return worker.worker().active_queues() == 1; }));
+  std::this_thread::sleep_for(milliseconds(500));  // subscribed and idle
+  redis_server.pause();
+  JobId id = enqueue(conn.get(), q, json(1));
+  auto since = std::chrono::steady_clock::now();
+  EXPECT_TRUE(wait_until(
+      [&] { return query_job(conn.get(), id)->state == JobState::completed; },
+      milliseconds(15000)));
+  EXPECT_LT(std::chrono::steady_clock::now() - since, std::chrono::seconds(6));
+  redis_server.resume();
+}
+
 TEST_F(FaultTest, AHungRedisDoesNotStallEveryCommit) {
   test::SilentSocket hung_redis;
   PgConnPtr conn = connect();

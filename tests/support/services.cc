@@ -227,6 +227,14 @@ void RedisServer::start(std::string_view password) {
   }
 }
 
+void RedisServer::pause() {
+  if (pid_ > 0) kill(pid_, SIGSTOP);
+}
+
+void RedisServer::resume() {
+  if (pid_ > 0) kill(pid_, SIGCONT);
+}
+
 void RedisServer::stop() {
   if (pid_ <= 0) return;
   kill(pid_, SIGKILL);

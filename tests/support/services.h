@@ -88,6 +88,9 @@ class RedisServer {
     start(password_);
   }
   bool running() const { return pid_ > 0; }
+  // SIGSTOP and SIGCONT: a hung server, its connections open and silent.
+  void pause();
+  void resume();
 
  private:
   std::string dir_;
