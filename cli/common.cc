@@ -54,20 +54,25 @@ constexpr Unit kUnits[] = {
     {"weeks", 7 * 86400},
 };
 
-void on_notice(void*, const char* message) {
-  std::string_view text(message);
-  if (text.starts_with("NOTICE:") || text.starts_with("DEBUG:") ||
-      text.starts_with("INFO:") || text.starts_with("LOG:")) {
-    return;
-  }
-  std::cerr << "pgjobq: postgres: " << one_line(std::string(text)) << std::endl;
+// Warnings only; a session's goodbye ("terminating connection due to
+// immediate shutdown command") is left to the connection error that
+// follows it, so that the error stays the one line.
+void on_notice(void*, const PGresult* notice) {
+  const char* severity =
+      PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+  std::string_view s = severity ? severity : "";
+  if (s == "NOTICE" || s == "DEBUG" || s == "INFO" || s == "LOG") return;
+  const char* state = PQresultErrorField(notice, PG_DIAG_SQLSTATE);
+  if (state && std::string_view(state).starts_with("57P")) return;
+  std::cerr << "pgjobq: postgres: " << one_line(PQresultErrorMessage(notice))
+            << std::endl;
 }
 
 }  // namespace
 
 PgConnPtr connect(const Connections& connections) {
   PgConnPtr conn = connect_database(connections.db_url);
-  PQsetNoticeProcessor(conn.get(), on_notice, nullptr);
+  PQsetNoticeReceiver(conn.get(), on_notice, nullptr);
   return conn;
 }
 

@@ -101,8 +101,10 @@ milliseconds positive_duration(const std::string& text, const char* option) {
   return d;
 }
 
-// Logs each job's outcome: an operator reading the worker's log sees what
-// ran, how long it took, and how it ended (errors the library logs).
+// Logs how each command ended: an operator reading the worker's log sees
+// what ran, how long it took, and its exit (errors the library logs). The
+// outcome commits after this line, maybe with the next jobs' outcomes;
+// the library logs outcomes a lost session took with it.
 class LoggingHandler {
  public:
   explicit LoggingHandler(CommandRunner& runner) : runner_(runner) {}
@@ -112,12 +114,11 @@ class LoggingHandler {
     auto ms = std::chrono::duration_cast<milliseconds>(
                   std::chrono::steady_clock::now() - started)
                   .count();
-    log(LogLevel::info,
-        "queue \"" + std::string(job.queue) + "\": job " +
-            std::to_string(job.id.value) + " (attempt " +
-            std::to_string(job.attempt) + ") " +
-            (result.rescheduled() ? "rescheduled (exit 75)" : "completed") +
-            " in " + std::to_string(ms) + " ms");
+    log(LogLevel::info, "queue \"" + std::string(job.queue) + "\": job " +
+                            std::to_string(job.id.value) + " (attempt " +
+                            std::to_string(job.attempt) + "): command exited " +
+                            (result.rescheduled() ? "75 (reschedule)" : "0") +
+                            " after " + std::to_string(ms) + " ms");
     return result;
   }
 

@@ -111,15 +111,23 @@ QueueSession::QueueSession(const std::string& db_url, std::string queue,
                            std::chrono::milliseconds dead_after)
     : queue_(std::move(queue)), conn_(open_session(db_url, dead_after)) {
   // libpq hands an error that arrives while no statement runs (a
-  // terminated backend's goodbye) to the notice receiver. Notices of the
-  // handler's own SQL still reach stderr, as libpq's default does.
+  // terminated backend's goodbye) to the notice receiver. The rest (the
+  // handler's own SQL's notices and warnings) go to the log, one line
+  // each; a goodbye is left to the connection's loss, which is logged.
   PQsetNoticeReceiver(
       conn_.get(),
       [](void* self, const PGresult* message) {
-        if (ends_session(message)) {
-          static_cast<QueueSession*>(self)->ending_ = true;
-        }
-        std::fputs(PQresultErrorMessage(message), stderr);
+        auto* session = static_cast<QueueSession*>(self);
+        if (ends_session(message)) session->ending_ = true;
+        if (pg::announces_session_end(message)) return;
+        const char* severity =
+            PQresultErrorField(message, PG_DIAG_SEVERITY_NONLOCALIZED);
+        std::string_view s = severity ? severity : "";
+        LogLevel level = s == "DEBUG" || s == "LOG"     ? LogLevel::debug
+                         : s == "NOTICE" || s == "INFO" ? LogLevel::info
+                                                        : LogLevel::warning;
+        log(level, "queue \"" + session->queue_ +
+                       "\": postgres: " + pg::notice_line(message));
       },
       this);
   for (const pg::Statement* s : kWorkerStatements) conn_.prepare(*s);

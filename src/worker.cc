@@ -143,6 +143,7 @@ class Runner {
           log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
                                      "; reconnecting in " +
                                      std::to_string(retry.count()) + " ms");
+          forget_uncommitted();
           w_.stop.sleep_for(retry);
           retry = std::min(retry * 2, kMaxReconnect);
         }
@@ -499,6 +500,24 @@ class Runner {
     failed.finished_us = clock_.at(SteadyClock::now());
     add_done(std::move(failed));
     progress_made();
+  }
+
+  // After a lost session: the outcomes it was to commit may or may not
+  // have been (the commit may have been on its way). Says so, for the
+  // log's lines of those jobs' runs; either way the database is right.
+  void forget_uncommitted() {
+    std::string jobs;
+    for (const Outcome& o : done_) {
+      if (o.kind == Outcome::Kind::unclaimed) continue;
+      jobs += (jobs.empty() ? "" : ", ") + std::to_string(o.id.value);
+    }
+    if (!jobs.empty()) {
+      log(LogLevel::warning, queue_label(queue_) + ": the outcomes of job(s) " +
+                                 jobs +
+                                 " may not have been committed; each runs "
+                                 "again unless it was");
+    }
+    done_.clear();
   }
 
   // Commits done_ (and claims more if asked), then publishes what

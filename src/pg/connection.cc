@@ -92,6 +92,18 @@ Result check(PGconn* conn, PGresult* raw) {
   throw DatabaseError(message, sqlstate);
 }
 
+bool announces_session_end(const PGresult* notice) noexcept {
+  const char* state = PQresultErrorField(notice, PG_DIAG_SQLSTATE);
+  return state && std::string_view(state).starts_with("57P");
+}
+
+std::string notice_line(const PGresult* notice) {
+  const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY);
+  const char* primary = PQresultErrorField(notice, PG_DIAG_MESSAGE_PRIMARY);
+  if (!primary) return one_line(PQresultErrorMessage(notice));
+  return one_line(std::string(severity ? severity : "NOTICE") + ": " + primary);
+}
+
 Result exec(PGconn* conn, const Statement& statement,
             std::span<const Param> params) {
   ParamArrays arrays(params);

@@ -69,6 +69,15 @@ class Result {
 // server's SQLSTATE and primary message on one line).
 Result check(PGconn* conn, PGresult* result);
 
+// Whether a notice (or an error that came while no statement ran) says the
+// server is ending the session: SQLSTATE class 57P (shutdown, crash,
+// terminated backend, idle timeout). The connection's loss follows and is
+// reported as such, so the notice itself need not be.
+bool announces_session_end(const PGresult* notice) noexcept;
+
+// A notice as one line: "WARNING: its message".
+std::string notice_line(const PGresult* notice);
+
 // Runs one statement with text parameters on any connection and returns its
 // rows. Throws as check() does.
 Result exec(PGconn* conn, const Statement& statement,

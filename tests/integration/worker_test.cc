@@ -15,6 +15,7 @@
 #include "pgjobq/enqueue.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/jobs.h"
+#include "pgjobq/log.h"
 #include "support/handlers.h"
 #include "support/services.h"
 #include "support/worker.h"
@@ -740,6 +741,39 @@ TEST_F(WorkerTest, AStandbyOutwaitsTheDatabasesStatementTimeout) {
   ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
   EXPECT_EQ(journal.entries(),
             (std::vector<std::string>{"\"after takeover\" timed out"}));
+}
+
+// PostgreSQL's notices and warnings on a worker's session (the handler's
+// own SQL) reach the log, one line each, naming the queue. They used to go
+// to stderr raw, several lines and unprefixed.
+TEST_F(WorkerTest, NoticesOnTheWorkersSessionAreLoggedAsOneLine) {
+  PgConnPtr conn = connect();
+  std::string q = queue("notices");
+  JobId id = enqueue(conn.get(), q, json(1));
+  std::mutex mutex;
+  std::vector<std::pair<LogLevel, std::string>> lines;
+  set_log_sink([&](LogLevel level, std::string_view text) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(level, std::string(text));
+  });
+  {
+    BackgroundWorker worker(options({q}), [](const JobContext& job) {
+      PQclear(
+          PQexec(job.db, "DO $$ BEGIN RAISE WARNING E'two\\nlines'; END $$"));
+      return HandlerResult::complete();
+    });
+    EXPECT_TRUE(wait_until([&] { return all_completed({id}); }));
+  }
+  set_log_sink(nullptr);
+  std::string expected = "queue \"" + q + "\": postgres: WARNING: two lines";
+  bool found = false;
+  for (const auto& [level, text] : lines) {
+    if (text == expected) {
+      found = true;
+      EXPECT_EQ(level, LogLevel::warning);
+    }
+  }
+  EXPECT_TRUE(found) << "no line \"" << expected << "\" in the log";
 }
 
 TEST_F(WorkerTest, StopLetsTheRunningJobFinish) {
