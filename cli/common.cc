@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <limits>
 
@@ -64,8 +65,11 @@ void on_notice(void*, const PGresult* notice) {
   if (s == "NOTICE" || s == "DEBUG" || s == "INFO" || s == "LOG") return;
   const char* state = PQresultErrorField(notice, PG_DIAG_SQLSTATE);
   if (state && std::string_view(state).starts_with("57P")) return;
-  std::cerr << "pgjobq: postgres: " << one_line(PQresultErrorMessage(notice))
-            << std::endl;
+  try {  // nothing may unwind through libpq's C frames
+    std::cerr << "pgjobq: postgres: " << one_line(PQresultErrorMessage(notice))
+              << std::endl;
+  } catch (...) {
+  }
 }
 
 }  // namespace
@@ -74,6 +78,25 @@ PgConnPtr connect(const Connections& connections) {
   PgConnPtr conn = connect_database(connections.db_url);
   PQsetNoticeReceiver(conn.get(), on_notice, nullptr);
   return conn;
+}
+
+PgConnPtr connect(const Connections& connections,
+                  std::chrono::milliseconds within) {
+  PgConnPtr conn = connect_database(connections.db_url, within);
+  PQsetNoticeReceiver(conn.get(), on_notice, nullptr);
+  return conn;
+}
+
+bool worth_reconnecting(const Connections& connections) {
+  // The URL connect_database would use; empty means the PG* variables.
+  std::string url = connections.db_url;
+  if (url.empty()) {
+    if (const char* env = std::getenv("DATABASE_URL"); env) url = env;
+  }
+  const char* keys[] = {"connect_timeout", "dbname", nullptr};
+  const char* values[] = {"2", url.c_str(), nullptr};
+  PGPing ping = PQpingParams(keys, values, 1);
+  return ping == PQPING_REJECT || ping == PQPING_NO_RESPONSE;
 }
 
 int exit_code_for(const std::exception& error) noexcept {

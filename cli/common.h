@@ -38,6 +38,16 @@ struct Connections {
 // NOTICE chatter ("schema already exists, skipping") off stderr; warnings
 // still show, as one "pgjobq: postgres: ..." line each.
 PgConnPtr connect(const Connections& connections);
+// The same, giving up on a server that does not answer after `within`
+// (at least 2 s; see connect_database).
+PgConnPtr connect(const Connections& connections,
+                  std::chrono::milliseconds within);
+// Whether a connection that just failed is worth trying again: the server
+// did not answer, or cannot take connections yet (starting up, shutting
+// down, recovering). One that answers and refused (a password, a role, a
+// database gone, pg_hba) will refuse again. Asks the server (PQping), so
+// that no message, maybe translated, has to be read.
+bool worth_reconnecting(const Connections& connections);
 
 // An error with its own exit code, for outcomes the library reports as
 // values (a full queue) and for usage errors found after parsing.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <string>
 #include <thread>
@@ -34,16 +35,20 @@ nlohmann::json time_or_null(const std::optional<Clock::time_point>& t) {
   return format_time(*t);
 }
 
-// Back-off between attempts to reconnect to PostgreSQL during a wait.
+// Back-off between attempts to reconnect to PostgreSQL during a wait; a
+// session that lasted this long was a recovery, and the next loss starts
+// the back-off afresh.
 constexpr milliseconds kFirstReconnectDelay{100};
 constexpr milliseconds kMaxReconnectDelay{5000};
+constexpr auto kRecovered = std::chrono::seconds(30);
 
 // Waits for job `id` until `deadline`, riding out a lost PostgreSQL
 // connection (a restart, a failover, a terminated backend) as the worker
 // does: the job is stored, so reconnecting and reading it again loses
-// nothing. Gives up with the connection error only when no connection
-// comes back before the deadline. A timeout reports `timeout`, what the
-// user asked for.
+// nothing. Gives up with the last connection error when no connection
+// comes back before the deadline (each attempt bounded by it), or at once
+// when the server answers and refuses us. A timeout reports `timeout`,
+// what the user asked for.
 nlohmann::json wait_through_reconnects(
     const Connections& c, PgConnPtr& db, RedisLink& redis, JobId id,
     std::chrono::steady_clock::time_point deadline, milliseconds timeout) {
@@ -53,6 +58,8 @@ nlohmann::json wait_through_reconnects(
         std::chrono::ceil<milliseconds>(deadline - steady_clock::now()),
         milliseconds(0));
   };
+  milliseconds delay = kFirstReconnectDelay;
+  auto connected_at = steady_clock::now();
   while (true) {
     try {
       return wait_for_result(db.get(), redis, id, left());
@@ -62,21 +69,26 @@ nlohmann::json wait_through_reconnects(
                     std::to_string(timeout.count()) + " ms");
     } catch (const ConnectionError& lost) {
       log(LogLevel::warning, std::string(lost.what()) + "; reconnecting");
-      milliseconds delay = kFirstReconnectDelay;
+      if (steady_clock::now() - connected_at >= kRecovered) {
+        delay = kFirstReconnectDelay;
+      }
+      std::exception_ptr last = std::current_exception();
       while (true) {
-        if (left() <= milliseconds(0)) throw;
+        if (left() <= milliseconds(0)) std::rethrow_exception(last);
         std::this_thread::sleep_for(std::min(delay, left()));
+        delay = std::min(delay * 2, kMaxReconnectDelay);
         try {
-          db = connect(c);
+          db = connect(c, left());
           break;
         } catch (const ConnectionError& e) {
-          if (left() <= milliseconds(0)) throw;
+          last = std::current_exception();
+          if (left() <= milliseconds(0) || !worth_reconnecting(c)) throw;
           if (delay == kMaxReconnectDelay) {
             log(LogLevel::warning, std::string(e.what()) + "; still trying");
           }
-          delay = std::min(delay * 2, kMaxReconnectDelay);
         }
       }
+      connected_at = steady_clock::now();
       log(LogLevel::info, "reconnected to PostgreSQL; still waiting for job " +
                               std::to_string(id.value));
     }
@@ -98,7 +110,7 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
   // wake-up longer than S either (the link's own bound is 2 s).
   RedisLink redis(c.redis_url,
                   std::clamp(timeout, milliseconds(1), milliseconds(2000)));
-  PgConnPtr db = connect(c);
+  PgConnPtr db = connect(c, timeout);
 
   std::optional<JobId> id = try_enqueue(db.get(), a.queue, data, a.limit);
   if (!id) {
@@ -127,7 +139,7 @@ int wait_command(const Connections& c, const std::string& id_text,
   milliseconds timeout = timeout_option(timeout_text);
   auto started = std::chrono::steady_clock::now();
   RedisLink redis(c.redis_url);
-  PgConnPtr db = connect(c);
+  PgConnPtr db = connect(c, timeout);
   print_line(compact(
       wait_through_reconnects(c, db, redis, id, started + timeout, timeout)));
   return kExitOk;

@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <span>
@@ -52,6 +54,20 @@ std::string describe_target(const std::string& url, PGconn* conn) {
 
 PgConnPtr connect_database(std::string_view url_arg) {
   return pg::connect(url_arg, {});
+}
+
+PgConnPtr connect_database(std::string_view url,
+                           std::chrono::milliseconds give_up_after) {
+  long usual = 10;
+  if (const char* env = std::getenv("PGCONNECT_TIMEOUT"); env && *env) {
+    long parsed = std::strtol(env, nullptr, 10);
+    if (parsed > 0) usual = std::max(parsed, 2L);
+  }
+  long wanted = static_cast<long>(
+      std::chrono::ceil<std::chrono::seconds>(give_up_after).count());
+  pg::Keyword extra[] = {
+      {"connect_timeout", std::to_string(std::clamp(wanted, 2L, usual))}};
+  return pg::connect(url, extra);
 }
 
 namespace pg {

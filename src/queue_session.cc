@@ -126,8 +126,13 @@ QueueSession::QueueSession(const std::string& db_url, std::string queue,
         LogLevel level = s == "DEBUG" || s == "LOG"     ? LogLevel::debug
                          : s == "NOTICE" || s == "INFO" ? LogLevel::info
                                                         : LogLevel::warning;
-        log(level, "queue \"" + session->queue_ +
-                       "\": postgres: " + pg::notice_line(message));
+        // Nothing may unwind through libpq's C frames: not a bad_alloc,
+        // not a user's log sink that throws.
+        try {
+          log(level, "queue \"" + session->queue_ +
+                         "\": postgres: " + pg::notice_line(message));
+        } catch (...) {
+        }
       },
       this);
   for (const pg::Statement* s : kWorkerStatements) conn_.prepare(*s);

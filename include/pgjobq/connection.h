@@ -22,6 +22,13 @@ using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
 // Thread-safe.
 PgConnPtr connect_database(std::string_view url = {});
 
+// The same, giving up on a server that does not answer after
+// `give_up_after` if that is sooner than usual (libpq's connect_timeout:
+// PGCONNECT_TIMEOUT, else 10 s), and never sooner than 2 s (libpq counts
+// whole seconds, and treats 1 as 2). A connect_timeout in the URL wins.
+PgConnPtr connect_database(std::string_view url,
+                           std::chrono::milliseconds give_up_after);
+
 // `url` with any password replaced by "***", for messages and logs. Works on
 // postgres:// and redis:// URIs and on libpq key=value strings. Thread-safe.
 std::string redact(std::string_view url);

@@ -205,13 +205,14 @@ inline constexpr pg::Statement kShortLockWait{"pgjobq_short_lock_wait", R"sql(
 SELECT set_config('lock_timeout', '200ms', true)
 )sql"};
 
-// For this session, until kRestoreWaitLimits: no statement_timeout and no
-// lock_timeout. A standby waits in kLockQueue for as long as the active
-// worker lives; a limit set on the role or the database (common in
-// production) would end that wait, and the standby with it.
+// For this session, until kRestoreWaitLimits: no statement_timeout, no
+// lock_timeout, and (PostgreSQL 17 and later) no transaction_timeout. A
+// standby waits in kLockQueue for as long as the active worker lives; a
+// limit set on the role or the database (common in production) would end
+// that wait, and the standby with it.
 inline constexpr pg::Statement kUnlimitedWaits{"pgjobq_unlimited_waits", R"sql(
-SELECT set_config('statement_timeout', '0', false),
-       set_config('lock_timeout', '0', false)
+SELECT set_config(name, '0', false) FROM pg_settings
+WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')
 )sql"};
 
 // Back to the limits the session started with (the role's, the database's,
@@ -219,7 +220,7 @@ SELECT set_config('statement_timeout', '0', false),
 inline constexpr pg::Statement kRestoreWaitLimits{"pgjobq_restore_wait_limits",
                                                   R"sql(
 SELECT set_config(name, reset_val, false) FROM pg_settings
-WHERE name IN ('statement_timeout', 'lock_timeout')
+WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')
 )sql"};
 
 // $1 queue id. Blocks until this session holds the queue's lock: one

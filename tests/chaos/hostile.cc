@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -159,6 +160,7 @@ PrivatePostgres::PrivatePostgres(bool tls) {
 
 PrivatePostgres::~PrivatePostgres() {
   try {
+    resume();  // a paused server would not hear pg_ctl
     run({pg_bin() + "/pg_ctl", "-D", dir_ + "/data", "-m", "immediate", "-w",
          "stop"},
         true);
@@ -167,6 +169,31 @@ PrivatePostgres::~PrivatePostgres() {
   }
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
+}
+
+void PrivatePostgres::restart() const {
+  run({pg_bin() + "/pg_ctl", "-D", dir_ + "/data", "-m", "fast", "-w", "-t",
+       "60", "-o", "-p " + std::to_string(port_), "-l", dir_ + "/postgres.log",
+       "restart"},
+      true);
+}
+
+namespace {
+pid_t postmaster_pid(const std::string& data) {
+  std::ifstream in(data + "/postmaster.pid");
+  long pid = 0;
+  in >> pid;
+  if (pid <= 0) throw std::runtime_error("no postmaster.pid in " + data);
+  return static_cast<pid_t>(pid);
+}
+}  // namespace
+
+void PrivatePostgres::pause() const {
+  kill(postmaster_pid(dir_ + "/data"), SIGSTOP);
+}
+
+void PrivatePostgres::resume() const {
+  kill(postmaster_pid(dir_ + "/data"), SIGCONT);
 }
 
 std::string PrivatePostgres::admin(const std::string& sql,

@@ -52,6 +52,12 @@ class PrivatePostgres {
                   const std::string& extra = {}) const;
   // The server's log so far.
   std::string log() const;
+  // A fast restart (pg_ctl -m fast restart): every session ends.
+  void restart() const;
+  // SIGSTOP and SIGCONT to the postmaster: a hung server, accepting TCP
+  // connections (the kernel's backlog) and answering none.
+  void pause() const;
+  void resume() const;
 
  private:
   void run(const std::vector<std::string>& argv, bool as_postgres) const;

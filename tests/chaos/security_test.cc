@@ -616,6 +616,75 @@ TEST_F(HostileTest, PostgresqlGoingAwayMidWaitIsOneLineAndAReconnect) {
   EXPECT_TRUE(contains(lines[2], "cancelled")) << lines[2];
 }
 
+// A waiter on a private server, for the restarts and hangs the shared one
+// cannot have.
+class WaitOutageTest : public HostileTest {
+ protected:
+  static constexpr const char* kPassword = "outage-Secret-31";
+  void SetUp() override {
+    HostileTest::SetUp();
+    pg_.emplace();
+    pg_->admin(std::string("CREATE ROLE app LOGIN PASSWORD '") + kPassword +
+               "'");
+    pg_->admin("CREATE DATABASE app OWNER app");
+    url_ = pg_->url("app", kPassword, "app");
+    ASSERT_EQ(pgjobq({"--db", url_, "migrate"}).exit_code, 0);
+    ProcessResult r = pgjobq({"--db", url_, "enqueue", "q", "{}"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    id_ = r.out.substr(0, r.out.find('\n'));
+  }
+  void TearDown() override {
+    pg_.reset();
+    HostileTest::TearDown();
+  }
+  // The wait command's session, if it has one.
+  std::string waiters_backend() const {
+    return pg_->admin(
+        "SELECT string_agg(pid::text, ',') FROM pg_stat_activity "
+        "WHERE datname = 'app' AND usename = 'app'");
+  }
+  std::optional<PrivatePostgres> pg_;
+  std::string url_;
+  std::string id_;
+};
+
+// A PostgreSQL restart mid-wait: the waiter reconnects once the server is
+// back, and still sees its job end.
+TEST_F(WaitOutageTest, WaitRidesOutAPostgresqlRestart) {
+  auto waiter = start({"--db", url_, "wait", id_, "--timeout", "60"});
+  ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); }));
+  pg_->restart();
+  ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); },
+                         milliseconds(20000)))
+      << waiter->err();
+  ASSERT_EQ(pgjobq({"--db", url_, "cancel", id_}).exit_code, 0);
+  std::optional<int> code = waiter->wait(milliseconds(30000));
+  EXPECT_EQ(code, 5) << waiter->err();
+  EXPECT_TRUE(contains(waiter->err(), "reconnecting")) << waiter->err();
+  EXPECT_FALSE(contains(waiter->err(), kPassword)) << waiter->err();
+}
+
+// A server that hangs (takes connections, answers none) once the waiter
+// has lost its session: each reconnect attempt is bounded by --timeout,
+// and the wait ends about on time with the connection error. It used to
+// take libpq's connect_timeout (10 s) for each attempt.
+TEST_F(WaitOutageTest, WaitGivesUpOnTimeAgainstAHungPostgresql) {
+  auto waiter = start({"--db", url_, "wait", id_, "--timeout", "3"});
+  std::string backend;
+  ASSERT_TRUE(
+      wait_until([&] { return !(backend = waiters_backend()).empty(); }));
+  pg_->pause();
+  auto cut = std::chrono::steady_clock::now();
+  kill(std::stoi(backend), SIGTERM);  // its session ends; nobody answers
+  std::optional<int> code = waiter->wait(milliseconds(30000));
+  auto took = std::chrono::steady_clock::now() - cut;
+  pg_->resume();
+  EXPECT_EQ(code, 1) << waiter->err();
+  EXPECT_LT(took, std::chrono::seconds(7)) << waiter->err();
+  EXPECT_TRUE(contains(waiter->err(), "timeout expired")) << waiter->err();
+  EXPECT_FALSE(contains(waiter->err(), kPassword)) << waiter->err();
+}
+
 // A command that never exits holds its queue until --job-timeout: then its
 // whole process group is killed (SIGKILL if it ignores SIGTERM), the job
 // counts an error, and under --on-error retry the queue moves on once it
