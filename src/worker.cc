@@ -821,8 +821,8 @@ bool server_left(int socket) {
 // It looks every 10 ms while a handler runs, every 100 ms while none does
 // (an idle worker need not wake up a hundred times a second), until the
 // runners are done: stop() lets running jobs finish, and they are watched
-// to the end (FaultTest.HandlerIsStoppedWhenItsSessionEndsDuringAGraceful
-// Stop, WorkerTest.AGracefulStopStillEnforcesTheJobTimeout).
+// to the end (WorkerTest.AGracefulStopStillEnforcesTheJobTimeout, and
+// FaultTest's ...DuringAGracefulStop).
 void watchdog(Worker::State& w) {
   bool any_active = false;
   while (!w.runners_done.is_set()) {
