@@ -114,8 +114,10 @@ int enqueue_command(const Connections& c, const EnqueueArgs& a) {
 
   std::optional<JobId> id = try_enqueue(db.get(), a.queue, data, a.limit);
   if (!id) {
+    // "at least": a larger limit given by another enqueuer, or an
+    // operator's reschedule of a finished job, may have taken it past.
     throw ExitError(kExitQueueFull,
-                    "queue \"" + a.queue + "\" is full: it already holds " +
+                    "queue \"" + a.queue + "\" is full: it holds at least " +
                         std::to_string(a.limit) +
                         " unfinished job(s), the limit; nothing was enqueued");
   }

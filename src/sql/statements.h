@@ -282,7 +282,10 @@ WITH bound AS (
 ), claimed AS (
   UPDATE pgjobq.jobs j
   SET state = 'running', attempts = j.attempts + 1,
-      started_at = clock_timestamp()
+      started_at = clock_timestamp(),
+      -- A first attempt (a new job, or one an operator rescheduled, which
+      -- starts its life again at 0) carries no error of an earlier life.
+      error = CASE WHEN j.attempts = 0 THEN NULL ELSE j.error END
   WHERE j.id = ANY (ARRAY(
     SELECT h.id FROM head h
     WHERE h.position < coalesce((SELECT position FROM spent),

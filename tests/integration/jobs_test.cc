@@ -102,7 +102,11 @@ TEST_F(JobsTest, RescheduleOfAFailedJobRequeuesItAndFixesTheCounts) {
   EXPECT_FALSE(try_enqueue(conn.get(), q, json("x"), 1));
 
   drain(q, [](const JobContext&) { return HandlerResult::complete("fixed"); });
-  EXPECT_EQ(query_job(conn.get(), doomed)->result, json("fixed"));
+  job = query_job(conn.get(), doomed);
+  EXPECT_EQ(job->result, json("fixed"));
+  // Its first claim as a fresh job dropped the old life's "gave up after 1
+  // attempt", which used to stay on the completed job.
+  EXPECT_FALSE(job->error) << *job->error;
 }
 
 TEST_F(JobsTest, RescheduleRefusesRunningAndCompletedJobs) {
