@@ -27,6 +27,25 @@ using test::wait_until;
 
 class FaultTest : public test::DatabaseTest {};
 
+// A first attempt that records its session's backend and runs until its
+// stop token is requested (far longer than a test waits, unless stopped);
+// later attempts complete at once with their attempt number.
+struct RunsUntilStopped {
+  std::atomic<int> backend{0};
+  std::atomic<bool> stopped{false};
+  Handler handler() {
+    return [this](const JobContext& job) {
+      if (job.attempt == 1) {
+        backend = PQbackendPID(job.db);
+        wait_until([&] { return job.stop.stop_requested(); },
+                   milliseconds(60000));
+        stopped = job.stop.stop_requested();
+      }
+      return HandlerResult::complete(json(job.attempt));
+    };
+  }
+};
+
 // A worker whose session was cut (pg_terminate_backend, a network cut)
 // has lost the queue's lock with it: a standby may already be running its
 // claimed jobs. It must not start another job on that dead session.
@@ -91,23 +110,15 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEnds) {
   PgConnPtr conn = connect();
   std::string q = queue("cut-mid-handler");
   JobId id = enqueue(conn.get(), q, json("x"));
-  std::atomic<int> backend{0};
-  std::atomic<bool> stopped{false};
+  RunsUntilStopped run;
   WorkerOptions o = worker_options({q});
   o.poll_interval = std::chrono::seconds(30);
-  BackgroundWorker worker(o, [&](const JobContext& job) {
-    if (job.attempt == 1) {
-      backend = PQbackendPID(job.db);
-      // Far longer than the test waits, unless stopped.
-      wait_until([&] { return job.stop.stop_requested(); },
-                 milliseconds(60000));
-      stopped = job.stop.stop_requested();
-    }
-    return HandlerResult::complete(json(job.attempt));
-  });
-  ASSERT_TRUE(wait_until([&] { return backend != 0; }));
-  query_value("SELECT pg_terminate_backend(" + std::to_string(backend) + ")");
-  EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(5000)))
+  BackgroundWorker worker(o, run.handler());
+  ASSERT_TRUE(wait_until([&] { return run.backend != 0; }));
+  query_value("SELECT pg_terminate_backend(" + std::to_string(run.backend) +
+              ")");
+  EXPECT_TRUE(
+      wait_until([&] { return run.stopped.load(); }, milliseconds(5000)))
       << "the handler ran on after its session ended";
   ASSERT_TRUE(wait_until(
       [&] { return query_job(conn.get(), id)->state == JobState::completed; },
@@ -124,21 +135,17 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEndsDuringAGracefulStop) {
   PgConnPtr conn = connect();
   std::string q = queue("cut-while-stopping");
   JobId id = enqueue(conn.get(), q, json("x"));
-  std::atomic<int> backend{0};
-  std::atomic<bool> stopped{false};
+  RunsUntilStopped run;
   WorkerOptions o = worker_options({q});
   o.poll_interval = std::chrono::seconds(30);
-  BackgroundWorker worker(o, [&](const JobContext& job) {
-    backend = PQbackendPID(job.db);
-    wait_until([&] { return job.stop.stop_requested(); }, milliseconds(60000));
-    stopped = job.stop.stop_requested();
-    return HandlerResult::complete(json(job.attempt));
-  });
-  ASSERT_TRUE(wait_until([&] { return backend != 0; }));
+  BackgroundWorker worker(o, run.handler());
+  ASSERT_TRUE(wait_until([&] { return run.backend != 0; }));
   worker.stop();
   std::this_thread::sleep_for(milliseconds(300));
-  query_value("SELECT pg_terminate_backend(" + std::to_string(backend) + ")");
-  EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(5000)))
+  query_value("SELECT pg_terminate_backend(" + std::to_string(run.backend) +
+              ")");
+  EXPECT_TRUE(
+      wait_until([&] { return run.stopped.load(); }, milliseconds(5000)))
       << "the handler ran on after its session ended";
   worker.wait_for_exit();
   // Its completion was not committed: the job runs again later.
