@@ -1,10 +1,16 @@
 #include "context.h"
 
 #include <exception>
+#include <string>
+#include <string_view>
 
 #include "pgjobq/errors.h"
 
 namespace pgjobq {
+
+std::string queue_label(std::string_view queue) {
+  return "queue \"" + std::string(queue) + "\"";
+}
 
 void rethrow_with_context(const std::string& doing) {
   try {

@@ -1,8 +1,12 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace pgjobq {
+
+// How messages name a queue: `queue "mail"`.
+std::string queue_label(std::string_view queue);
 
 // Call inside a catch block: rethrows the exception being handled with
 // "<doing>: " before its message and its type (and fields) kept, so messages

@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "context.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/log.h"
 #include "sql/statements.h"
@@ -129,8 +130,8 @@ QueueSession::QueueSession(const std::string& db_url, std::string queue,
         // Nothing may unwind through libpq's C frames: not a bad_alloc,
         // not a user's log sink that throws.
         try {
-          log(level, "queue \"" + session->queue_ +
-                         "\": postgres: " + pg::notice_line(message));
+          log(level, queue_label(session->queue_) +
+                         ": postgres: " + pg::notice_line(message));
         } catch (...) {
         }
       },
@@ -231,7 +232,7 @@ void QueueSession::resume() {
   pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
   pg::Result row = conn_.exec(sql::kResumePoint, params);
   if (row.rows() != 1) {
-    throw Error("queue \"" + queue_ + "\" has no progress row");
+    throw Error(queue_label(queue_) + " has no progress row");
   }
   handled_ = row.int64(0, 0);
   recovery_until_ = row.is_null(0, 1) ? 0 : row.int64(0, 1);
@@ -374,7 +375,7 @@ std::vector<pg::Result> QueueSession::run_retrying(
       end_failed_transaction();
       if (!is_transient(e) || attempt >= tries) throw;
       if (attempt == 3) {
-        log(LogLevel::warning, "queue \"" + queue_ + "\": " + e.what() +
+        log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
                                    "; running the worker's transaction again");
       }
       // Apart from whoever it collided with, who may be retrying too.

@@ -34,6 +34,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "context.h"
 #include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
@@ -63,10 +64,6 @@ constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
-
-std::string queue_label(std::string_view queue) {
-  return "queue \"" + std::string(queue) + "\"";
-}
 
 std::string describe(const ClaimedJob& job) {
   return "job " + std::to_string(job.id.value) + " (attempt " +

@@ -44,6 +44,14 @@ struct RunsUntilStopped {
       return HandlerResult::complete(json(job.attempt));
     };
   }
+  // Terminates the running first attempt's session (through `db`) and
+  // expects its stop token within 5 s.
+  void cut_its_session(PGconn* db) const {
+    test::exec(db,
+               "SELECT pg_terminate_backend(" + std::to_string(backend) + ")");
+    EXPECT_TRUE(wait_until([&] { return stopped.load(); }, milliseconds(5000)))
+        << "the handler ran on after its session ended";
+  }
 };
 
 // A worker whose session was cut (pg_terminate_backend, a network cut)
@@ -115,11 +123,7 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEnds) {
   o.poll_interval = std::chrono::seconds(30);
   BackgroundWorker worker(o, run.handler());
   ASSERT_TRUE(wait_until([&] { return run.backend != 0; }));
-  query_value("SELECT pg_terminate_backend(" + std::to_string(run.backend) +
-              ")");
-  EXPECT_TRUE(
-      wait_until([&] { return run.stopped.load(); }, milliseconds(5000)))
-      << "the handler ran on after its session ended";
+  run.cut_its_session(conn.get());
   ASSERT_TRUE(wait_until(
       [&] { return query_job(conn.get(), id)->state == JobState::completed; },
       milliseconds(15000)));
@@ -142,11 +146,7 @@ TEST_F(FaultTest, HandlerIsStoppedWhenItsSessionEndsDuringAGracefulStop) {
   ASSERT_TRUE(wait_until([&] { return run.backend != 0; }));
   worker.stop();
   std::this_thread::sleep_for(milliseconds(300));
-  query_value("SELECT pg_terminate_backend(" + std::to_string(run.backend) +
-              ")");
-  EXPECT_TRUE(
-      wait_until([&] { return run.stopped.load(); }, milliseconds(5000)))
-      << "the handler ran on after its session ended";
+  run.cut_its_session(conn.get());
   worker.wait_for_exit();
   // Its completion was not committed: the job runs again later.
   std::optional<Job> job = query_job(conn.get(), id);
