@@ -46,9 +46,9 @@ constexpr auto kRecovered = std::chrono::seconds(30);
 // connection (a restart, a failover, a terminated backend) as the worker
 // does: the job is stored, so reconnecting and reading it again loses
 // nothing. Gives up with the last connection error when no connection
-// comes back before the deadline (each attempt bounded by it), or at once
-// when the server answers and refuses us. A timeout reports `timeout`,
-// what the user asked for.
+// comes back before the deadline (each attempt bounded by it), or as soon
+// as the server answers and refuses us twice in a row. A timeout reports
+// `timeout`, what the user asked for.
 nlohmann::json wait_through_reconnects(
     const Connections& c, PgConnPtr& db, RedisLink& redis, JobId id,
     std::chrono::steady_clock::time_point deadline, milliseconds timeout) {
@@ -73,6 +73,10 @@ nlohmann::json wait_through_reconnects(
         delay = kFirstReconnectDelay;
       }
       std::exception_ptr last = std::current_exception();
+      // A server that answers after refusing may only just have become
+      // ready ("the database system is starting up" a moment before the
+      // ping): it counts as refusing us only when it does so twice.
+      bool refused = false;
       while (true) {
         if (left() <= milliseconds(0)) std::rethrow_exception(last);
         std::this_thread::sleep_for(std::min(delay, left()));
@@ -82,7 +86,10 @@ nlohmann::json wait_through_reconnects(
           break;
         } catch (const ConnectionError& e) {
           last = std::current_exception();
-          if (left() <= milliseconds(0) || !worth_reconnecting(c)) throw;
+          if (left() <= milliseconds(0)) throw;
+          bool answers = !worth_reconnecting(c);
+          if (answers && refused) throw;
+          refused = answers;
           if (delay == kMaxReconnectDelay) {
             log(LogLevel::warning, std::string(e.what()) + "; still trying");
           }
