@@ -9,7 +9,7 @@ packages=(
   libpq-dev libhiredis-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev
   postgresql-15 redis-server
-  clang-format util-linux procps nftables
+  clang-14 libclang-rt-14-dev clang-format util-linux procps nftables
 )
 
 missing=()

@@ -117,7 +117,6 @@ void Wakeups::wake_all() {
 
 void Wakeups::subscriber_loop() {
   using std::chrono::milliseconds;
-  using SteadyClock = std::chrono::steady_clock;
   // Silence is normal on a quiet link, and also what a hung Redis (its
   // connections open, nothing answering) looks like. So a link quiet for a
   // second is pinged; a ping unanswered for a second makes the runners
@@ -153,7 +152,7 @@ void Wakeups::subscriber_loop() {
       // Anything enqueued while we were not subscribed sent its wake-up
       // into the void: every queue looks again.
       wake_all();
-      std::optional<SteadyClock::time_point> ping_sent;
+      std::optional<std::chrono::steady_clock::time_point> ping_sent;
       while (!stop_.is_set()) {
         auto message = subscriber.next(milliseconds(500), stop_.fd());
         if (message) {
@@ -161,7 +160,7 @@ void Wakeups::subscriber_loop() {
             wake(it->second);
           }
         }
-        auto now = SteadyClock::now();
+        auto now = std::chrono::steady_clock::now();
         if (ping_sent && subscriber.last_reply() >= *ping_sent) {
           ping_sent.reset();
           subscribed_ = true;  // if it was late: answered after all

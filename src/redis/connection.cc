@@ -171,12 +171,11 @@ void Subscriber::ping() { send("PING", {}); }
 
 ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
                                 int wake_fd) {
-  using SteadyClock = std::chrono::steady_clock;
-  auto deadline = SteadyClock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     if (ReplyPtr reply = buffered_reply()) return reply;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - SteadyClock::now());
+        deadline - std::chrono::steady_clock::now());
     if (left.count() < 0) return nullptr;
     pollfd fds[2] = {{conn_.fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
     // Round up so a sub-millisecond remainder still waits.
@@ -272,11 +271,10 @@ std::optional<Message> Subscriber::next(std::chrono::milliseconds timeout,
     early_.erase(early_.begin());
     return m;
   }
-  using SteadyClock = std::chrono::steady_clock;
-  auto deadline = SteadyClock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - SteadyClock::now());
+        deadline - std::chrono::steady_clock::now());
     ReplyPtr reply =
         read_reply(std::max(left, std::chrono::milliseconds(0)), wake_fd);
     if (!reply) return std::nullopt;
@@ -285,7 +283,7 @@ std::optional<Message> Subscriber::next(std::chrono::milliseconds timeout,
                      element_text(reply.get(), 2)};
     }
     // Subscription confirmations and other pushes are not messages.
-    if (SteadyClock::now() >= deadline) return std::nullopt;
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
   }
 }
 
