@@ -454,7 +454,8 @@ HandlerResult CommandRunner::handle(const JobContext& job) {
   }
   if (out.stopped) {
     throw Error(description_ +
-                " was stopped (job timeout): its process group was killed");
+                " was stopped (job timeout or lost session): its process group was "
+                "killed");
   }
   if (out.output_overflow) {
     throw Error(description_ + " wrote more than " +

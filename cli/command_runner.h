@@ -81,9 +81,6 @@ class CommandRunner {
   // handle() never returns from then on.
   void kill_all() noexcept;
 
-  // "sh -c ..." for messages, escaped and shortened.
-  const std::string& description() const noexcept { return description_; }
-
  private:
   std::vector<std::string> argv_;
   std::vector<std::string> base_env_;

@@ -40,19 +40,6 @@ std::vector<std::string> secrets(const Connections& c,
   return out;
 }
 
-std::string hint(const std::exception& error) {
-  auto* e = dynamic_cast<const pgjobq::DatabaseError*>(&error);
-  if (e && std::string_view(e->what()).find("pgjobq migrate") ==
-               std::string_view::npos) {
-    // Undefined table, schema or type: pgjobq's schema is missing.
-    if (e->sqlstate() == "42P01" || e->sqlstate() == "3F000" ||
-        e->sqlstate() == "42704") {
-      return " (has `pgjobq migrate` been run on this database?)";
-    }
-  }
-  return "";
-}
-
 // Standard streams started closed (`pgjobq enqueue q >&-`) get /dev/null,
 // so that a connection opened later cannot take their descriptor and have
 // output written into it. Returns whether stdout was closed: output meant
@@ -106,7 +93,7 @@ int main(int argc, char** argv) {
     int code = exit_code_for(e);
     std::cerr << "pgjobq: " << (code == kExitUsage ? "usage error" : "error")
               << ": "
-              << one_line(e.what() + hint(e),
+              << one_line(e.what(),
                           secrets(*parsed.connections, args))
               << std::endl;
     return code;

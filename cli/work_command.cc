@@ -90,9 +90,8 @@ class SignalThread {
   std::thread thread_;
 };
 
-// A worker started with a standard descriptor closed would hand that
-// number to its first pipe, and the command would get it as stdin or
-// stdout by mistake.
+// A duration option that must be more than 0, in whole milliseconds
+// (rounded up).
 milliseconds positive_duration(const std::string& text, const char* option) {
   auto d = std::chrono::ceil<milliseconds>(parse_duration(text, option));
   if (d <= milliseconds(0)) {

@@ -22,7 +22,7 @@ namespace {
 
 const pg::Statement* const kWorkerStatements[] = {
     &sql::kClaimJobs,        &sql::kFinishJobs,  &sql::kRequeueJobs,
-    &sql::kReleaseJobs,      &sql::kNoteError,   &sql::kBegin,
+    &sql::kReleaseJobs,      &sql::kBegin,
     &sql::kCommit,           &sql::kRollback,    &sql::kResumePoint,
     &sql::kFindQueue,        &sql::kCreateQueue, &sql::kShortLockWait,
     &sql::kLockQueue,        &sql::kSeekPlans,   &sql::kUnlimitedWaits,
@@ -93,10 +93,6 @@ pg::Connection open_session(const std::string& db_url,
 constexpr int kTransientTries = 35;
 constexpr std::chrono::milliseconds kFirstTransientPause{10};
 constexpr std::chrono::milliseconds kMaxTransientPause{1000};
-
-pg::Param claim_params_limit(int limit) {
-  return pg::param(std::int64_t{limit});
-}
 
 // An error that ends the session, as its severity says (not localized).
 bool ends_session(const PGresult* message) {
@@ -243,7 +239,7 @@ Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
       {&sql::kSeekPlans, {}},
       {&sql::kClaimJobs,
        {pg::param(std::int64_t{queue_id_}), pg::param(after),
-        claim_params_limit(limit), pg::param(std::int64_t{max_attempts})}}};
+        pg::param(std::int64_t{limit}), pg::param(std::int64_t{max_attempts})}}};
   // One implicit transaction, up to the pipeline's sync.
   return parse_claimed(run_retrying(calls, kTransientTries)[1]);
 }
@@ -317,7 +313,7 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   // cannot see them either way; jobs requeued here wait for the next claim.
   if (claim_limit > 0) {
     claim_at = add(sql::kClaimJobs, {queue_id, pg::param(claim_after),
-                                     claim_params_limit(claim_limit),
+                                     pg::param(std::int64_t{claim_limit}),
                                      pg::param(std::int64_t{max_attempts})});
   }
   if (!requeue.empty()) {
@@ -396,11 +392,5 @@ void QueueSession::end_failed_transaction() {
 void QueueSession::begin() { conn_.exec(sql::kBegin); }
 
 void QueueSession::rollback() { conn_.exec(sql::kRollback); }
-
-void QueueSession::note_error(JobId id, int attempt, const std::string& error) {
-  pg::Param params[] = {pg::param(id.value), pg::param(std::int64_t{attempt}),
-                        pg::param(error)};
-  conn_.exec(sql::kNoteError, params);
-}
 
 }  // namespace pgjobq

@@ -177,9 +177,6 @@ class QueueSession {
   // ROLLBACK of that transaction (after a handler error).
   void rollback();
 
-  // Notes `error` on a running job without changing its state.
-  void note_error(JobId id, int attempt, const std::string& error);
-
  private:
   // After a statement failed inside BEGIN ... COMMIT: rolls the aborted
   // transaction back, so that the connection is usable again.

@@ -1,5 +1,6 @@
-// Channel names and publishing. Redis carries only hints: a lost message
-// costs latency, never correctness.
+// Redis wake-ups: the channel names, notify() and publishing for enqueuers,
+// StopSignal, and Wakeups (a worker's subscriber thread, below). Redis
+// carries only hints: a lost message costs latency, never correctness.
 
 #include <string>
 

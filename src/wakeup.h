@@ -66,7 +66,8 @@ class Wakeups {
   // Wakes every waiter (used on stop).
   void wake_all();
 
-  // Whether the subscription is up (for logs and tests).
+  // Whether the subscription is up and answering pings: while not, runners
+  // poll PostgreSQL every second instead of every poll interval.
   bool subscribed() const noexcept { return subscribed_.load(); }
 
  private:

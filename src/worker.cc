@@ -41,6 +41,7 @@
 #include "pgjobq/log.h"
 #include "queue_session.h"
 #include "redis/connection.h"
+#include "sql/statements.h"
 #include "validate.h"
 #include "wakeup.h"
 
@@ -64,6 +65,12 @@ constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
+
+// Moves a running average (handler run time, time between arrivals) 30%
+// of the way to a new sample: a few samples move it, one odd one does not.
+void smooth(double& average, double sample) {
+  average = 0.7 * average + 0.3 * sample;
+}
 
 std::string describe(const ClaimedJob& job) {
   return "job " + std::to_string(job.id.value) + " (attempt " +
@@ -216,23 +223,7 @@ class Runner {
 
   // Holding the lock: the loop of the file comment.
   void serve(QueueSession& s) {
-    // A new session: maybe a new server (a failover), with a clock of its
-    // own; and a transactional handler's wake-ups went with its lost
-    // transaction.
-    clock_ = ServerClock();
-    progress_made();
-    if (options_.transactional) wake_after_commit_.clear();
-    s.resume();
-    cursor_ = s.handled_position();
-    recovery_until_ = s.recovery_until();
-    if (recovery_until_ > 0) {
-      log(LogLevel::warning,
-          queue_label(queue_) +
-              ": a previous worker died with jobs running; re-running them "
-              "one per transaction");
-    }
-    batch_.clear();
-    done_.clear();
+    start_session(s);
     // The queue was found empty since the wake flag was last cleared: wait.
     bool looked = false;
     while (true) {
@@ -243,18 +234,7 @@ class Runner {
           return;
         }
         if (!looked) {
-          // Clear, then look, then wait: a wake-up that arrives after the
-          // clear is kept, so none is lost. Committing what is done and
-          // looking for more are one round trip.
-          w_.wakeups->clear(index_);
-          if (!done_.empty()) {
-            hold_for_next_job();
-            commit(s, /*claim_more=*/!w_.stop.is_set(),
-                   /*in_transaction=*/false);
-          } else {
-            int limit = claim_limit();
-            take(s.claim(cursor_, limit, options_.max_attempts), limit);
-          }
+          look_for_work(s);
           // Not drained: the claim took as many as it could, or lost some
           // to a cancel or a reschedule; more may be waiting. Look again.
           if (!batch_.empty() || !drained_) continue;
@@ -271,69 +251,114 @@ class Runner {
         return;
       }
       if (back_off_bounced_job(s)) continue;
-      ClaimedJob job = std::move(batch_.front());
-      batch_.pop_front();
-      if (job.spent) {
-        give_up(s, job);
-        continue;
-      }
-      // A session lost since the claim (pg_terminate_backend, a network
-      // cut) took the queue's lock with it, and a standby may be running
-      // this very job: start nothing on it.
-      if (!s.still_connected()) {
-        throw ConnectionError("connection to PostgreSQL lost before " +
-                              describe(job) + " started");
-      }
-      HandlerRun run = run_handler(s, job);
-      if (run.kind == HandlerRun::Kind::error) {
-        handle_error(s, job, run.error, false, clock_.at(run.started));
-        continue;
-      }
-      if (run.kind == HandlerRun::Kind::completed) {
-        Outcome done{Outcome::Kind::completed,
-                     job.id,
-                     job.attempt,
-                     std::move(run.result),
-                     {}};
-        done.started_us = clock_.at(run.started);
-        done.finished_us = clock_.at(run.finished);
-        add_done(std::move(done));
-        progress_made();
-      } else {
-        add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
-        rescheduled_.insert(job.id.value);
-      }
-      if (options_.transactional) {
-        // The handler's transaction is open: commit it with the outcome,
-        // and look for the next job in the same transaction.
-        bool look = batch_.empty() && !w_.stop.is_set();
-        if (look) w_.wakeups->clear(index_);
-        try {
-          commit(s, look, true);
-        } catch (const DatabaseError& e) {
-          // The handler's work and the outcome were rolled back together.
-          // A deferred constraint of its own is the handler's error, under
-          // the error policy. A deadlock or a serialization conflict is
-          // PostgreSQL's choice of a victim (the handler's transaction may
-          // hold the queue's row, having enqueued into it, while an
-          // operator reschedules the next job): it runs again.
-          done_.clear();
-          wake_after_commit_.clear();  // its enqueues were rolled back too
-          handle_error(s, job,
-                       std::string("the handler's transaction did not "
-                                   "commit: ") +
-                           e.what(),
-                       is_transient(e));
-          continue;
-        }
-        looked = look && batch_.empty() && drained_;
-      } else if (!batch_.empty() &&
-                 (SteadyClock::now() - done_since_ >=
-                      options_.max_commit_delay ||
-                  static_cast<int>(done_.size()) >= options_.max_batch)) {
-        commit(s, false, false);
-      }
+      looked = run_next_job(s);
     }
+  }
+
+  // A new session: maybe a new server (a failover), with a clock of its
+  // own; and a transactional handler's wake-ups went with its lost
+  // transaction. Resumes where the queue's progress row says.
+  void start_session(QueueSession& s) {
+    clock_ = ServerClock();
+    progress_made();
+    if (options_.transactional) wake_after_commit_.clear();
+    s.resume();
+    cursor_ = s.handled_position();
+    recovery_until_ = s.recovery_until();
+    if (recovery_until_ > 0) {
+      log(LogLevel::warning,
+          queue_label(queue_) +
+              ": a previous worker died with jobs running; re-running them "
+              "one per transaction");
+    }
+    batch_.clear();
+    done_.clear();
+  }
+
+  // Clear, then look, then wait: a wake-up that arrives after the clear is
+  // kept, so none is lost. Committing what is done and looking for more
+  // are one round trip.
+  void look_for_work(QueueSession& s) {
+    w_.wakeups->clear(index_);
+    if (!done_.empty()) {
+      hold_for_next_job();
+      commit(s, /*claim_more=*/!w_.stop.is_set(), /*in_transaction=*/false);
+    } else {
+      int limit = claim_limit();
+      take(s.claim(cursor_, limit, options_.max_attempts), limit);
+    }
+  }
+
+  // Runs the head of batch_ (or gives it up, if spent) and files its
+  // outcome, committing when it is time. Returns whether that commit
+  // looked for more work and found the queue empty (only a transactional
+  // handler's commit looks).
+  bool run_next_job(QueueSession& s) {
+    ClaimedJob job = std::move(batch_.front());
+    batch_.pop_front();
+    if (job.spent) {
+      give_up(s, job);
+      return false;
+    }
+    // A session lost since the claim (pg_terminate_backend, a network
+    // cut) took the queue's lock with it, and a standby may be running
+    // this very job: start nothing on it.
+    if (!s.still_connected()) {
+      throw ConnectionError("connection to PostgreSQL lost before " +
+                            describe(job) + " started");
+    }
+    HandlerRun run = run_handler(s, job);
+    if (run.kind == HandlerRun::Kind::error) {
+      handle_error(s, job, run.error, false, clock_.at(run.started));
+      return false;
+    }
+    if (run.kind == HandlerRun::Kind::completed) {
+      Outcome done{Outcome::Kind::completed,
+                   job.id,
+                   job.attempt,
+                   std::move(run.result),
+                   {}};
+      done.started_us = clock_.at(run.started);
+      done.finished_us = clock_.at(run.finished);
+      add_done(std::move(done));
+      progress_made();
+    } else {
+      add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
+      rescheduled_.insert(job.id.value);
+    }
+    if (options_.transactional) return commit_with_handler(s, job);
+    if (!batch_.empty() &&
+        (SteadyClock::now() - done_since_ >= options_.max_commit_delay ||
+         static_cast<int>(done_.size()) >= options_.max_batch)) {
+      commit(s, false, false);
+    }
+    return false;
+  }
+
+  // The handler's transaction is open: commits it with the outcome, and
+  // looks for the next job in the same transaction. Returns whether it
+  // looked and found the queue empty.
+  bool commit_with_handler(QueueSession& s, const ClaimedJob& job) {
+    bool look = batch_.empty() && !w_.stop.is_set();
+    if (look) w_.wakeups->clear(index_);
+    try {
+      commit(s, look, true);
+    } catch (const DatabaseError& e) {
+      // The handler's work and the outcome were rolled back together. A
+      // deferred constraint of its own is the handler's error, under the
+      // error policy. A deadlock or a serialization conflict is
+      // PostgreSQL's choice of a victim (the handler's transaction may hold
+      // the queue's row, having enqueued into it, while an operator
+      // reschedules the next job): it runs again.
+      done_.clear();
+      wake_after_commit_.clear();  // its enqueues were rolled back too
+      handle_error(
+          s, job,
+          std::string("the handler's transaction did not commit: ") + e.what(),
+          is_transient(e));
+      return false;
+    }
+    return look && batch_.empty() && drained_;
   }
 
   // Jobs their handlers rescheduled that come straight back (nothing but
@@ -422,9 +447,8 @@ class Runner {
         // Only "slower than the commit delay or not" matters: capped, so
         // that the first jobs after a quiet hour count as slow for a claim
         // or two, not for dozens.
-        arrival_gap_us_ =
-            0.7 * arrival_gap_us_ +
-            0.3 * std::min(static_cast<double>(gap.count()), slow_gap_us());
+        smooth(arrival_gap_us_,
+               std::min(static_cast<double>(gap.count()), slow_gap_us()));
       }
       last_arrival_ = now;
     }
@@ -590,17 +614,21 @@ class Runner {
         std::chrono::duration_cast<std::chrono::microseconds>(finished -
                                                               started)
             .count());
-    average_us_ = 0.7 * average_us_ + 0.3 * elapsed_us;
+    smooth(average_us_, elapsed_us);
     if (session_lost) {
       throw ConnectionError("connection to PostgreSQL lost while " +
                             describe(job) +
                             " ran; its handler was stopped, and the job runs "
                             "again");
     }
-    if (timed_out || stop.stop_requested()) {
+    // The watchdog stops a handler for two reasons: its session was lost
+    // (thrown above) or its timeout passed.
+    if (timed_out) {
       run = {HandlerRun::Kind::error, nullptr,
              "timed out after " +
-                 std::to_string(options_.job_timeout->count()) + " ms"};
+                 std::to_string(
+                     options_.job_timeout.value_or(milliseconds(0)).count()) +
+                 " ms"};
     }
     if (!s.alive()) {
       throw ConnectionError("connection to PostgreSQL lost while " +
@@ -750,7 +778,9 @@ class Runner {
   SteadyClock::time_point done_since_;
   std::int64_t cursor_ = 0;          // claim after this position
   std::int64_t recovery_until_ = 0;  // one job per claim up to here
-  double average_us_ = 2000.0;       // recent handler run time
+  // Recent handler run time; until the first run, a guess of 2 ms (it
+  // sizes the first claims: claim_limit).
+  double average_us_ = 2000.0;
   // The last claim found fewer jobs than it asked for.
   bool drained_ = true;
   // Recent time between arriving jobs, and when the last ones came.
@@ -790,11 +820,8 @@ bool server_left(int socket) {
           {"connect_timeout", "2"},
           {"options", "-c statement_timeout=2000 -c lock_timeout=2000"}};
       PgConnPtr conn = pg::connect(db_url, quick);
-      const char* params[] = {id.c_str(), attempt.c_str(), message.c_str()};
-      PQclear(PQexecParams(conn.get(),
-                           "UPDATE pgjobq.jobs SET error = $3 WHERE id = $1 "
-                           "AND attempts = $2 AND state = 'running'",
-                           3, nullptr, params, nullptr, nullptr, 0));
+      pg::Param params[] = {id, attempt, message};
+      pg::exec(conn.get(), sql::kNoteError, params);
     } catch (const std::exception&) {
       // Exiting matters more than the note.
     }

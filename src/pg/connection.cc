@@ -52,11 +52,6 @@ std::int64_t Result::int64(int row, int col) const {
   return value;
 }
 
-std::int64_t Result::affected() const {
-  const char* n = PQcmdTuples(result_.get());
-  return n[0] == '\0' ? 0 : std::stoll(n);
-}
-
 Result check(PGconn* conn, PGresult* raw) {
   ResultPtr result(raw);
   if (!result) throw_connection_lost(conn);

@@ -57,8 +57,6 @@ class Result {
   bool boolean(int row, int col) const noexcept {
     return text(row, col) == "t";
   }
-  // Rows changed by an INSERT, UPDATE or DELETE without RETURNING.
-  std::int64_t affected() const;
 
  private:
   ResultPtr result_;

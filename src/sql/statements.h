@@ -1,7 +1,10 @@
 #pragma once
 
 // Every SQL statement pgjobq runs, by name. Each says which invariant it
-// protects; the schema is src/sql/migrations/001_init.sql.
+// protects. The schema is src/sql/migrations/ read in order: the tables
+// are 001_init.sql's as altered by 004 (which made the queue name a domain
+// and dropped the counters' CHECKs); the enqueue functions are
+// insert_jobs from 003 (which replaced 002's) and insert_job from 004.
 //
 // Lock order, everywhere: job rows, then the queue's `queues` row, then its
 // `queue_progress` row; a worker's commit sends its statements in that
@@ -28,7 +31,8 @@ SELECT pgjobq.insert_job($1, $2::bigint, $3::jsonb)
 // Returns (id, position) per job, or no rows when the limit refuses. The
 // work, and the invariants it keeps (FIFO by commit order, the exact limit,
 // O(1)), are in pgjobq.insert_jobs: src/sql/migrations/
-// 002_insert_jobs_function.sql. A function, because this statement runs on
+// 003_insert_jobs_new_queue_race.sql (002 wrote its first version). A
+// function, because this statement runs on
 // the caller's connection unprepared, and PL/pgSQL caches its plans.
 inline constexpr pg::Statement kInsertJobs{"pgjobq_insert_jobs", R"sql(
 SELECT job_id, job_position
@@ -227,6 +231,13 @@ WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')
 // active worker per queue. A session lock, so it ends with the connection:
 // a worker that dies, or loses its connection, lets a standby take over.
 // Sent after kUnlimitedWaits.
+//
+// pgjobq's advisory locks use the two-key form, its first key a class of
+// its own: 1886220545 (0x706D7101, "pmq" and 1) for queues, keyed by queue
+// id; 1886220544 (0x706D7100) for migrations (kMigrationLock). The numbers
+// must never change: workers of every version must exclude one another,
+// and the tests, scripts/chaos.sh and operators (architecture.md) find the
+// holder of a queue in pg_locks by them.
 inline constexpr pg::Statement kLockQueue{"pgjobq_lock_queue", R"sql(
 SELECT pg_advisory_lock(1886220545, $1::int)
 )sql"};
@@ -489,7 +500,8 @@ SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM deleted)
 
 // ------------------------------------------------------------- migrations
 
-// Serializes concurrent migrators for the length of their transaction.
+// Serializes concurrent migrators for the length of their transaction
+// (the lock class: see kLockQueue).
 inline constexpr pg::Statement kMigrationLock{"pgjobq_migration_lock", R"sql(
 SELECT pg_advisory_xact_lock(1886220544, 0)
 )sql"};
