@@ -4,7 +4,8 @@
 // protects. The schema is src/sql/migrations/ read in order: the tables
 // are 001_init.sql's as altered by 004 (which made the queue name a domain
 // and dropped the counters' CHECKs); the enqueue functions are
-// insert_jobs from 003 (which replaced 002's) and insert_job from 004.
+// insert_jobs from 005 (which replaced 003's, which replaced 002's) and
+// insert_job from 004.
 //
 // Lock order, everywhere: job rows, then the queue's `queues` row, then its
 // `queue_progress` row; a worker's commit sends its statements in that
@@ -31,8 +32,8 @@ SELECT pgjobq.insert_job($1, $2::bigint, $3::jsonb)
 // Returns (id, position) per job, or no rows when the limit refuses. The
 // work, and the invariants it keeps (FIFO by commit order, the exact limit,
 // O(1)), are in pgjobq.insert_jobs: src/sql/migrations/
-// 003_insert_jobs_new_queue_race.sql (002 wrote its first version). A
-// function, because this statement runs on
+// 005_refuse_oversized_batches.sql (002 wrote its first version, 003 its
+// second). A function, because this statement runs on
 // the caller's connection unprepared, and PL/pgSQL caches its plans.
 inline constexpr pg::Statement kInsertJobs{"pgjobq_insert_jobs", R"sql(
 SELECT job_id, job_position

@@ -144,6 +144,28 @@ TEST_F(EnqueueTest, RefusedEnqueueHoldsNoLockOnTheQueue) {
   exec(a.get(), "COMMIT");
 }
 
+// A batch larger than its limit into a queue not seen yet: refused before
+// the queue is created, so the refused caller's open transaction holds no
+// row another enqueuer would wait for (migration 005; before it, b waited
+// for a's COMMIT).
+TEST_F(EnqueueTest, RefusedBatchForANewQueueWritesNothingAndHoldsNoLock) {
+  PgConnPtr a = connect();
+  PgConnPtr b = connect();
+  std::string q = queue("new");
+  exec(a.get(), "BEGIN");
+  EXPECT_FALSE(enqueue_many(a.get(), q, {json(1), json(2)}, EnqueueOptions{1}));
+  EXPECT_EQ(PQtransactionStatus(a.get()), PQTRANS_INTRANS);
+  exec(b.get(), "SET lock_timeout = '2s'");
+  EXPECT_NO_THROW(enqueue(b.get(), q, json(3)));
+  exec(a.get(), "COMMIT");
+  EXPECT_EQ(jobs_in(q), 1);
+  // The same batch within its limit is still accepted, and one over it
+  // into the existing queue still refused.
+  EXPECT_TRUE(enqueue_many(a.get(), q, {json(4), json(5)}, EnqueueOptions{3}));
+  EXPECT_FALSE(enqueue_many(a.get(), q, {json(6), json(7)}, EnqueueOptions{4}));
+  EXPECT_EQ(jobs_in(q), 3);
+}
+
 TEST_F(EnqueueTest, EightConcurrentEnqueuersWithLimit100AcceptExactly100) {
   std::string q = queue("limited");
   {
