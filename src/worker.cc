@@ -65,6 +65,12 @@ constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
+// The largest result a handler may return, as JSON text (HandlerResult).
+// PostgreSQL's jsonb holds at most 256 MiB, and its binary form can take
+// four times the text of an array of small numbers; 32 MiB always fits.
+// Past it, the commit of the whole batch would fail and stop the worker
+// with the job unrecorded.
+constexpr std::size_t kMaxResultBytes = std::size_t{32} << 20;
 
 // Moves a running average (handler run time, time between arrivals) 30%
 // of the way to a new sample: a few samples move it, one odd one does not.
@@ -549,13 +555,21 @@ class Runner {
     FlushResult r =
         s.flush(done_, cursor_, limit, options_.max_attempts, in_transaction);
     done_.clear();
-    if (r.stale > 0) {
-      log(LogLevel::warning,
-          queue_label(queue_) + ": " + std::to_string(r.stale) +
-              " outcome(s) not recorded: the jobs had been taken over");
-    }
     publish(r.finished, wake_after_commit_);
     wake_after_commit_.clear();
+    // Outcomes of jobs no longer running under this session's claim: only
+    // another worker's claim changes a running job, so this session has
+    // lost the queue's lock while it lived (a handler's
+    // pg_advisory_unlock_all or DISCARD ALL releases it). Serving on would
+    // run every job beside that worker: start over, and stand by.
+    if (r.stale > 0) {
+      throw ConnectionError(
+          std::to_string(r.stale) +
+          " outcome(s) not recorded: another worker had taken the jobs "
+          "over, so this session no longer holds the queue's lock (did a "
+          "handler release advisory locks: pg_advisory_unlock_all, DISCARD "
+          "ALL?)");
+    }
     if (!claim_more) return;
     take(std::move(r.claimed), limit);
     // The claim ran before the jobs sent to the back, and one of them may
@@ -586,10 +600,10 @@ class Runner {
       HandlerResult result = w_.handler(context);
       if (!result.rescheduled()) {
         // A result jsonb cannot hold (NUL, invalid UTF-8, NaN, absurd
-        // nesting) would fail the commit of the whole batch and stop the
-        // worker with the job unrecorded: it is this handler's error.
-        serialize_payload(result.result(),
-                          std::numeric_limits<std::size_t>::max(),
+        // nesting, too large) would fail the commit of the whole batch and
+        // stop the worker with the job unrecorded: it is this handler's
+        // error.
+        serialize_payload(result.result(), kMaxResultBytes,
                           "the handler's result");
       }
       run = {result.rescheduled() ? HandlerRun::Kind::requeued

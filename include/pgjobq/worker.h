@@ -29,6 +29,16 @@ struct JobContext {
   // transactional handler (WorkerOptions::transactional) a transaction is
   // open, and the job's completion commits with it, or nothing does. Do not
   // COMMIT, ROLLBACK or close it.
+  //
+  // It is the worker's session, kept from job to job: what a handler
+  // changes for the session stays for the jobs after it, and for the
+  // worker's own statements. Use SET LOCAL (in a transaction) rather than
+  // SET, and no SET ROLE, RESET ALL or DISCARD. The session holds the
+  // queue's advisory lock (one active worker): a handler must not release
+  // locks it did not take (pg_advisory_unlock_all, DISCARD ALL). If one
+  // does, a standby takes the queue over at once; the worker finds out at
+  // its next commit, which the standby's claims make stale, and starts over
+  // as a standby, but jobs in flight meanwhile run on both.
   PGconn* db;
   // Requested when the job's timeout passes: stop, and the job counts as an
   // error. Also when the queue's PostgreSQL session is lost: then the job
@@ -49,7 +59,9 @@ struct JobContext {
 // What a handler decides.
 class HandlerResult {
  public:
-  // Completes the job with `result` (stored, then published).
+  // Completes the job with `result` (stored, then published). A result
+  // PostgreSQL cannot store as jsonb (NUL, invalid UTF-8, NaN, nesting
+  // deeper than 256, more than 32 MiB of JSON) is the handler's error.
   static HandlerResult complete(nlohmann::json result = nullptr) {
     return HandlerResult(false, std::move(result));
   }

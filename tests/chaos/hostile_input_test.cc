@@ -527,6 +527,10 @@ TEST_F(HostileTest, HandlerResultsPostgresqlCannotStoreAreHandlerErrors) {
       // What json::parse(text, nullptr, false) gives for malformed text.
       {json::parse("{oops", nullptr, false), "discarded"},
       {json::array({json(json::value_t::discarded)}), "discarded"},
+      // Over the 32 MiB limit; 256 MiB, over jsonb's own limit, used to
+      // stop the worker at its commit, with the job left running.
+      {json(std::string((std::size_t{32} << 20) + 1, 'x')),
+       "more than the limit of 33554432"},
   };
   std::vector<JobId> ids;
   for (std::size_t i = 0; i < results.size(); ++i) {

@@ -708,6 +708,51 @@ TEST_F(WorkerTest, SecondWorkerStandsByAndTakesOver) {
   ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
 }
 
+// A handler that releases the session's advisory locks gives the queue to
+// the standby while the worker serves on. The worker's next commit is
+// stale (the standby's claim changed its jobs), and it must start over as
+// a standby: before, it carried on, and every job ran on both workers.
+TEST_F(WorkerTest, AWorkerWhoseHandlerDropsTheQueuesLockGivesTheQueueUp) {
+  PgConnPtr conn = connect();
+  std::string q = queue("unlock-all");
+  constexpr int kJobs = 8;
+  std::vector<JobId> ids;
+  for (int i = 0; i < kJobs; ++i) {
+    ids.push_back(enqueue(conn.get(), q, json(i)));
+  }
+  std::mutex mutex;
+  std::map<std::string, int> runs;  // job data -> handler runs
+  auto handler_for = [&](bool unlocks) {
+    return [&, unlocks](const JobContext& job) {
+      {
+        std::lock_guard lock(mutex);
+        ++runs[job.data.dump()];
+      }
+      if (unlocks) {
+        PQclear(PQexec(job.db, "SELECT pg_advisory_unlock_all()"));
+      }
+      std::this_thread::sleep_for(milliseconds(150));
+      return HandlerResult::complete();
+    };
+  };
+  // The first worker's handler drops the lock; the standby's does not, so
+  // that once it holds the queue it keeps it.
+  WorkerOptions first_options = options({q});
+  first_options.max_batch = 1;
+  BackgroundWorker first(first_options, handler_for(true));
+  ASSERT_TRUE(wait_until([&] { return first.worker().active_queues() == 1; }));
+  BackgroundWorker second(options({q}), handler_for(false));
+  ASSERT_TRUE(
+      wait_until([&] { return all_completed(ids); }, std::chrono::seconds(20)));
+  std::lock_guard lock(mutex);
+  int total = 0;
+  for (const auto& [data, n] : runs) total += n;
+  EXPECT_EQ(runs.size(), static_cast<std::size_t>(kJobs));
+  // The job or two in flight when the lock went run twice; no more.
+  EXPECT_LE(total, kJobs + 2) << "the first worker served on";
+  EXPECT_EQ(first.worker().active_queues(), 0);
+}
+
 // A statement_timeout (or lock_timeout) on the role or the database, common
 // in production, must not end a standby's wait for the queue: it used to
 // exit with "canceling statement due to statement timeout", leaving the
