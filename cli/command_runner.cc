@@ -453,9 +453,10 @@ HandlerResult CommandRunner::handle(const JobContext& job) {
             "not reading further");
   }
   if (out.stopped) {
-    throw Error(description_ +
-                " was stopped (job timeout or lost session): its process group was "
-                "killed");
+    throw Error(
+        description_ +
+        " was stopped (job timeout or lost session): its process group was "
+        "killed");
   }
   if (out.output_overflow) {
     throw Error(description_ + " wrote more than " +

@@ -92,9 +92,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     int code = exit_code_for(e);
     std::cerr << "pgjobq: " << (code == kExitUsage ? "usage error" : "error")
-              << ": "
-              << one_line(e.what(),
-                          secrets(*parsed.connections, args))
+              << ": " << one_line(e.what(), secrets(*parsed.connections, args))
               << std::endl;
     return code;
   }

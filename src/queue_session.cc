@@ -20,13 +20,23 @@
 namespace pgjobq {
 namespace {
 
-const pg::Statement* const kWorkerStatements[] = {
-    &sql::kClaimJobs,        &sql::kFinishJobs,  &sql::kRequeueJobs,
-    &sql::kReleaseJobs,      &sql::kBegin,
-    &sql::kCommit,           &sql::kRollback,    &sql::kResumePoint,
-    &sql::kFindQueue,        &sql::kCreateQueue, &sql::kShortLockWait,
-    &sql::kLockQueue,        &sql::kSeekPlans,   &sql::kUnlimitedWaits,
-    &sql::kRestoreWaitLimits};
+const pg::Statement* const kWorkerStatements[] = {&sql::kClaimJobs,
+                                                  &sql::kFinishJobs,
+                                                  &sql::kRequeueJobs,
+                                                  &sql::kReleaseJobs,
+                                                  &sql::kBegin,
+                                                  &sql::kMarkJobTransaction,
+                                                  &sql::kInJobTransaction,
+                                                  &sql::kCommit,
+                                                  &sql::kRollback,
+                                                  &sql::kResumePoint,
+                                                  &sql::kFindQueue,
+                                                  &sql::kCreateQueue,
+                                                  &sql::kShortLockWait,
+                                                  &sql::kLockQueue,
+                                                  &sql::kSeekPlans,
+                                                  &sql::kUnlimitedWaits,
+                                                  &sql::kRestoreWaitLimits};
 
 // kClaimJobs' rows: the jobs, then the count of jobs seen.
 Claim parse_claimed(const pg::Result& rows) {
@@ -235,11 +245,11 @@ void QueueSession::resume() {
 }
 
 Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
-  pg::Call calls[] = {
-      {&sql::kSeekPlans, {}},
-      {&sql::kClaimJobs,
-       {pg::param(std::int64_t{queue_id_}), pg::param(after),
-        pg::param(std::int64_t{limit}), pg::param(std::int64_t{max_attempts})}}};
+  pg::Call calls[] = {{&sql::kSeekPlans, {}},
+                      {&sql::kClaimJobs,
+                       {pg::param(std::int64_t{queue_id_}), pg::param(after),
+                        pg::param(std::int64_t{limit}),
+                        pg::param(std::int64_t{max_attempts})}}};
   // One implicit transaction, up to the pipeline's sync.
   return parse_claimed(run_retrying(calls, kTransientTries)[1]);
 }
@@ -389,7 +399,14 @@ void QueueSession::end_failed_transaction() {
   }
 }
 
-void QueueSession::begin() { conn_.exec(sql::kBegin); }
+void QueueSession::begin() {
+  pg::Call calls[] = {{&sql::kBegin, {}}, {&sql::kMarkJobTransaction, {}}};
+  pg::run_pipeline(conn_, calls);
+}
+
+bool QueueSession::in_begun_transaction() {
+  return conn_.exec(sql::kInJobTransaction).boolean(0, 0);
+}
 
 void QueueSession::rollback() { conn_.exec(sql::kRollback); }
 

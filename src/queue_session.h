@@ -174,6 +174,9 @@ class QueueSession {
 
   // BEGIN, for a handler that works inside the completing transaction.
   void begin();
+  // Whether the open transaction is the one begin() started (a handler
+  // may have ended it and begun another).
+  bool in_begun_transaction();
   // ROLLBACK of that transaction (after a handler error).
   void rollback();
 

@@ -658,7 +658,9 @@ class Runner {
   void check_connection_state(QueueSession& s, HandlerRun& run) {
     PGTransactionStatusType status = PQtransactionStatus(s.conn());
     if (options_.transactional) {
-      if (status == PQTRANS_INTRANS && run.kind != HandlerRun::Kind::error) {
+      bool begun_again = status == PQTRANS_INTRANS && !s.in_begun_transaction();
+      if (status == PQTRANS_INTRANS && !begun_again &&
+          run.kind != HandlerRun::Kind::error) {
         return;
       }
       if (run.kind != HandlerRun::Kind::error) {
@@ -666,6 +668,10 @@ class Runner {
                status == PQTRANS_INERROR
                    ? "the handler's transaction failed (a statement "
                      "errored)"
+               : begun_again
+                   ? "the handler ended the worker's transaction and began "
+                     "another (its work before that did not go with the "
+                     "job's outcome)"
                    : "the handler ended the worker's transaction"};
       }
       if (status != PQTRANS_IDLE) s.rollback();

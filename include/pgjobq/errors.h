@@ -32,7 +32,8 @@ class DatabaseError : public Error {
 };
 
 // Bad input refused before anything was written: an invalid queue name,
-// malformed or oversized JSON, an unusable URL.
+// malformed or oversized JSON, an unusable URL, a connection in pipeline
+// mode.
 class InvalidInput : public Error {
  public:
   using Error::Error;

@@ -54,7 +54,17 @@ std::int64_t Result::int64(int row, int col) const {
 
 Result check(PGconn* conn, PGresult* raw) {
   ResultPtr result(raw);
-  if (!result) throw_connection_lost(conn);
+  if (!result) {
+    // A caller's connection in pipeline mode gets no result from a
+    // synchronous call, and is fine: it must not be taken for lost.
+    if (PQstatus(conn) == CONNECTION_OK &&
+        PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+      throw InvalidInput(
+          "the connection is in pipeline mode; pgjobq runs its statements "
+          "synchronously (leave pipeline mode first)");
+    }
+    throw_connection_lost(conn);
+  }
   switch (PQresultStatus(result.get())) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:

@@ -440,6 +440,21 @@ WHERE id = $1 AND attempts = $2 AND state = 'running'
 )sql"};
 
 inline constexpr pg::Statement kBegin{"pgjobq_begin", "BEGIN"};
+
+// A transactional handler's transaction: kMarkJobTransaction, right after
+// its BEGIN, sets a transaction-local setting that only that transaction
+// has; kInJobTransaction, after the handler, says whether the open
+// transaction is still that one. A handler that ran COMMIT or ROLLBACK and
+// then BEGIN leaves a transaction open, but not the worker's: its work
+// before would not commit (or roll back) with the job.
+inline constexpr pg::Statement kMarkJobTransaction{
+    "pgjobq_mark_job_transaction", R"sql(
+SELECT set_config('pgjobq.job_transaction', 'on', true)
+)sql"};
+inline constexpr pg::Statement kInJobTransaction{"pgjobq_in_job_transaction",
+                                                 R"sql(
+SELECT coalesce(current_setting('pgjobq.job_transaction', true), '') = 'on'
+)sql"};
 inline constexpr pg::Statement kCommit{"pgjobq_commit", "COMMIT"};
 inline constexpr pg::Statement kRollback{"pgjobq_rollback", "ROLLBACK"};
 

@@ -426,6 +426,21 @@ TEST_F(EnqueueTest, BadInputIsRefusedWithNothingWritten) {
   EXPECT_EQ(all_jobs(), 1);
 }
 
+// A caller's connection in pipeline mode cannot run pgjobq's synchronous
+// statements: that is the caller's mistake (InvalidInput), not a lost
+// connection, and the connection stays good.
+TEST_F(EnqueueTest, AConnectionInPipelineModeIsRefusedNotTakenForLost) {
+  PgConnPtr conn = connect();
+  std::string q = queue("pipeline");
+  ASSERT_EQ(PQenterPipelineMode(conn.get()), 1);
+  EXPECT_THROW(enqueue(conn.get(), q, json(1)), InvalidInput);
+  EXPECT_THROW(query_job(conn.get(), JobId{1}), InvalidInput);
+  EXPECT_EQ(PQstatus(conn.get()), CONNECTION_OK);
+  ASSERT_EQ(PQexitPipelineMode(conn.get()), 1);
+  EXPECT_NO_THROW(enqueue(conn.get(), q, json(2)));
+  EXPECT_EQ(jobs_in(q), 1);
+}
+
 TEST_F(EnqueueTest, PayloadLimitIsConfigurable) {
   PgConnPtr conn = connect();
   std::string big(2 << 20, 'x');

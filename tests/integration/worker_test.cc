@@ -669,6 +669,49 @@ TEST_F(WorkerTest, TransactionalHandlerWhoseCommitFailsIsAnError) {
   EXPECT_FALSE(worker.finished());
 }
 
+// A transactional handler that commits (or rolls back) the worker's
+// transaction and begins another leaves a transaction open, as expected,
+// but its work before that did not go with the job: an error, not a
+// completion (it used to complete the job).
+TEST_F(WorkerTest, TransactionalHandlerThatCommitsAndBeginsAgainIsAnError) {
+  PgConnPtr conn = connect();
+  PQclear(PQexec(conn.get(), "CREATE TABLE effects (job bigint)"));
+  std::string q = queue("txagain");
+  JobId commits = enqueue(conn.get(), q, json("COMMIT"));
+  JobId rolls_back = enqueue(conn.get(), q, json("ROLLBACK"));
+  JobId fine = enqueue(conn.get(), q, json("fine"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 1;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::string sql =
+        "INSERT INTO effects VALUES (" + std::to_string(job.id.value) + ")";
+    PQclear(PQexec(job.db, sql.c_str()));
+    if (job.data != "fine") {
+      std::string again = job.data.get<std::string>() + "; BEGIN";
+      PQclear(PQexec(job.db, again.c_str()));
+    }
+    return HandlerResult::complete("done");
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }));
+  for (JobId id : {commits, rolls_back}) {
+    auto job = query_job(conn.get(), id);
+    EXPECT_EQ(job->state, JobState::failed) << id.value;
+    EXPECT_TRUE(job->error && test::contains(*job->error, "began another"))
+        << job->error.value_or("(no error)");
+  }
+  // What ran before the handler's COMMIT stayed (the documented misuse);
+  // the job that ran as meant has its effect once.
+  EXPECT_EQ(query_value("SELECT count(*) FROM effects WHERE job = " +
+                        std::to_string(commits.value)),
+            "1");
+  EXPECT_EQ(query_value("SELECT count(*) FROM effects WHERE job = " +
+                        std::to_string(fine.value)),
+            "1");
+  EXPECT_FALSE(worker.finished());
+}
+
 TEST_F(WorkerTest, HandlerMayUseTheConnectionInAutocommit) {
   PgConnPtr conn = connect();
   PQclear(PQexec(conn.get(), "CREATE TABLE seen (job bigint)"));
