@@ -26,4 +26,10 @@ struct RedisLink::Impl {
   }
 };
 
+// For the library's own code that needs a link's insides.
+struct RedisLinkAccess {
+  using Impl = RedisLink::Impl;
+  static Impl& of(RedisLink& link) noexcept { return *link.impl_; }
+};
+
 }  // namespace pgjobq

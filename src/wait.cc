@@ -52,8 +52,8 @@ std::optional<nlohmann::json> read_outcome(PGconn* db, JobId id) {
 // cannot be reached: the caller polls. Waits for Redis no longer than the
 // wait's own `timeout`, so that a Redis that never answers cannot make the
 // wait overrun it.
-redis::Subscriber* subscribe(RedisLink::Impl& link, const std::string& channel,
-                             milliseconds timeout) {
+redis::Subscriber* subscribe(RedisLinkAccess::Impl& link,
+                             const std::string& channel, milliseconds timeout) {
   std::string channels[] = {channel};
   milliseconds patience = std::clamp(timeout, milliseconds(1), link.timeout);
   while (true) {
@@ -116,14 +116,14 @@ nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
   constexpr milliseconds kForever = std::chrono::hours(24 * 365 * 100);
   auto deadline =
       SteadyClock::now() + std::clamp(timeout, milliseconds(0), kForever);
-  RedisLink::Impl& link = redis.impl();
+  RedisLinkAccess::Impl& link = RedisLinkAccess::of(redis);
   std::string channel = job_channel(id);
   // Subscribe before the first read: a result published after this point
   // wakes us; one committed before it is seen by the read.
   redis::Subscriber* subscriber = subscribe(link, channel, timeout);
   // However the wait ends, the link stays subscribed to nothing of it.
   struct Unsubscribe {
-    RedisLink::Impl& link;
+    RedisLinkAccess::Impl& link;
     redis::Subscriber*& subscriber;
     const std::string& channel;
     ~Unsubscribe() {

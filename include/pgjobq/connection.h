@@ -88,10 +88,9 @@ class RedisLink {
   // The URL with its password redacted.
   const std::string& url() const noexcept;
 
-  struct Impl;
-  Impl& impl() noexcept { return *impl_; }
-
  private:
+  struct Impl;
+  friend struct RedisLinkAccess;  // wait_for_result's subscriber (src/)
   std::unique_ptr<Impl> impl_;
 };
 

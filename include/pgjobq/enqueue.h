@@ -54,18 +54,22 @@ std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
                                  const nlohmann::json& data,
                                  const EnqueueOptions& options);
 
-// As try_enqueue with no limit: always enqueues.
+// As try_enqueue with no limit: always enqueues. Throws as try_enqueue
+// does. Thread-safe for distinct connections.
 JobId enqueue(PGconn* db, std::string_view queue, const nlohmann::json& data);
 
 // Enqueues every element of `jobs`, in order, in one round trip: all are
 // accepted or, if they would take the queue past `limit`, none (nullopt).
 // Returns the ids in the order of `jobs`. An empty `jobs` returns an empty
-// vector without touching the server.
+// vector without touching the server. A refusal writes nothing and leaves
+// the transaction usable. Throws as try_enqueue does (InvalidInput if any
+// element is bad; nothing sent). Thread-safe for distinct connections.
 std::optional<std::vector<JobId>> enqueue_many(
     PGconn* db, std::string_view queue, const std::vector<nlohmann::json>& jobs,
     const EnqueueOptions& options = {});
 
 // The Redis channel that wakes `queue`'s worker: "pgjobq/<queue>-notify".
+// Does not check the name. Thread-safe.
 std::string queue_channel(std::string_view queue);
 
 // Wakes `queue`'s worker. Call after the enqueuing transaction commits.

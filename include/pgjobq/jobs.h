@@ -47,7 +47,8 @@ nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
 void reschedule(PGconn* db, JobId id);
 
 // Cancels pending job `id`: it will never run. Throws NoSuchJob, WrongState
-// (not pending), DatabaseError.
+// (not pending), DatabaseError, ConnectionError. Thread-safe for distinct
+// connections.
 void cancel(PGconn* db, JobId id);
 
 }  // namespace pgjobq

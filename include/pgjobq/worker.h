@@ -188,6 +188,8 @@ class Worker {
   // How many queues this worker currently holds the lock of. Thread-safe.
   int active_queues() const noexcept;
 
+  // Opaque: defined (and only usable) in src/worker.cc, whose runner
+  // threads share it.
   struct State;
 
  private:

@@ -7,6 +7,12 @@
 // insert_jobs from 005 (which replaced 003's, which replaced 002's) and
 // insert_job from 004.
 //
+// Positions (FIFO by commit order) are taken in four places, each by
+// `UPDATE pgjobq.queues SET last_position = last_position + n`, which
+// holds the queue's row until the transaction ends: insert_job (migration
+// 004), insert_jobs (005), kRescheduleJob and kRequeueJobs. A change to
+// how positions are taken changes all four.
+//
 // Lock order, everywhere: job rows, then the queue's `queues` row, then its
 // `queue_progress` row; a worker's commit sends its statements in that
 // order too (QueueSession::flush). So pgjobq's autocommit operations cannot
