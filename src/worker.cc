@@ -39,6 +39,7 @@
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
 #include "pgjobq/log.h"
+#include "publisher.h"
 #include "queue_session.h"
 #include "redis/connection.h"
 #include "sql/statements.h"
@@ -56,10 +57,6 @@ constexpr milliseconds kFirstReconnect{100};
 constexpr milliseconds kMaxReconnect{5000};
 // While Redis is unreachable, look for work at least this often.
 constexpr milliseconds kPollWithoutRedis{1000};
-// Publishing results after Redis failed: wait this long before connecting
-// again, doubling up to the max while it keeps failing.
-constexpr milliseconds kFirstPublisherRetry{1000};
-constexpr milliseconds kMaxPublisherRetry{30000};
 // The longest duration WorkerOptions takes.
 constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
@@ -555,7 +552,7 @@ class Runner {
     FlushResult r =
         s.flush(done_, cursor_, limit, options_.max_attempts, in_transaction);
     done_.clear();
-    publish(r.finished, wake_after_commit_);
+    publisher_.publish(r.finished, wake_after_commit_);
     wake_after_commit_.clear();
     // Outcomes of jobs no longer running under this session's claim: only
     // another worker's claim changes a running job, so this session has
@@ -730,54 +727,6 @@ class Runner {
     w_.stop.sleep_for(delay);
   }
 
-  // Publishes results, and the wake-ups handlers asked for, after their
-  // commit. Redis failures are logged and forgotten: waiters also re-read
-  // PostgreSQL, and workers poll.
-  void publish(const std::vector<std::pair<JobId, std::string>>& finished,
-               const std::vector<std::string>& wakeups) {
-    if (finished.empty() && wakeups.empty()) return;
-    auto now = SteadyClock::now();
-    if (!publisher_ && now < publisher_retry_) return;
-    try {
-      if (!publisher_) {
-        publisher_.emplace(
-            redis::Connection::open(w_.redis_address, milliseconds(2000)));
-      }
-      std::vector<std::string> channels;
-      channels.reserve(finished.size() + wakeups.size());
-      for (const auto& [id, message] : finished) {
-        channels.push_back(job_channel(id));
-        std::string_view args[] = {"PUBLISH", channels.back(), message};
-        publisher_->append(args);
-      }
-      for (const std::string& queue : wakeups) {
-        channels.push_back(queue_channel(queue));
-        std::string_view args[] = {"PUBLISH", channels.back(), ""};
-        publisher_->append(args);
-      }
-      for (std::size_t i = 0; i < channels.size(); ++i) publisher_->reply();
-      publisher_outage_ = false;
-      publisher_backoff_ = milliseconds(0);
-    } catch (const Error& e) {
-      publisher_.reset();
-      // From now, not from before the attempt: a Redis that accepts
-      // connections but never answers costs each attempt its whole
-      // timeout, which must not fall on every commit. Backing off to
-      // kMaxPublisherRetry bounds what it costs the queue.
-      publisher_backoff_ =
-          publisher_backoff_.count() == 0
-              ? kFirstPublisherRetry
-              : std::min(publisher_backoff_ * 2, kMaxPublisherRetry);
-      publisher_retry_ = SteadyClock::now() + publisher_backoff_;
-      if (!publisher_outage_) {
-        log(LogLevel::warning,
-            queue_label(queue_) +
-                ": results not published (waiters will poll): " + e.what());
-        publisher_outage_ = true;
-      }
-    }
-  }
-
   Worker::State& w_;
   const WorkerOptions& options_;
   std::size_t index_;
@@ -807,10 +756,7 @@ class Runner {
   double arrival_gap_us_ = slow_gap_us();
   std::optional<SteadyClock::time_point> last_arrival_;
 
-  std::optional<redis::Connection> publisher_;
-  SteadyClock::time_point publisher_retry_;
-  milliseconds publisher_backoff_{0};  // 0 while publishing works
-  bool publisher_outage_ = false;
+  Publisher publisher_{w_.redis_address, queue_label(queue_)};
 };
 
 // Whether the server has closed the connection on `socket` (terminated
