@@ -12,9 +12,9 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr milliseconds kConnectTimeout{2000};
-constexpr milliseconds kFirstRetry{1000};
-constexpr milliseconds kMaxRetry{30000};
+constexpr milliseconds kPublishConnectTimeout{2000};
+constexpr milliseconds kFirstPublishRetry{1000};
+constexpr milliseconds kMaxPublishRetry{30000};
 
 }  // namespace
 
@@ -25,7 +25,7 @@ void Publisher::publish(
   if (!conn_ && std::chrono::steady_clock::now() < retry_at_) return;
   try {
     if (!conn_)
-      conn_.emplace(redis::Connection::open(address_, kConnectTimeout));
+      conn_.emplace(redis::Connection::open(address_, kPublishConnectTimeout));
     std::vector<std::string> channels;
     channels.reserve(results.size() + wakeups.size());
     for (const auto& [id, message] : results) {
@@ -45,8 +45,8 @@ void Publisher::publish(
     conn_.reset();
     // From now, not from before the attempt, which may have taken its
     // whole timeout.
-    backoff_ =
-        backoff_.count() == 0 ? kFirstRetry : std::min(backoff_ * 2, kMaxRetry);
+    backoff_ = backoff_.count() == 0 ? kFirstPublishRetry
+                                     : std::min(backoff_ * 2, kMaxPublishRetry);
     retry_at_ = std::chrono::steady_clock::now() + backoff_;
     if (!outage_) {
       log(LogLevel::warning,
