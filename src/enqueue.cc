@@ -1,7 +1,7 @@
 // The enqueue path: validate everything, then one statement in the caller's
 // transaction. The SQL is pgjobq.insert_job for one job
 // (src/sql/migrations/004_cheaper_enqueue.sql) and pgjobq.insert_jobs for a
-// batch (002_insert_jobs_function.sql, as replaced by 003).
+// batch (002_insert_jobs_function.sql, as replaced by 003 and then 005).
 
 #include "pgjobq/enqueue.h"
 

@@ -20,23 +20,13 @@
 namespace pgjobq {
 namespace {
 
-const pg::Statement* const kWorkerStatements[] = {&sql::kClaimJobs,
-                                                  &sql::kFinishJobs,
-                                                  &sql::kRequeueJobs,
-                                                  &sql::kReleaseJobs,
-                                                  &sql::kBegin,
-                                                  &sql::kMarkJobTransaction,
-                                                  &sql::kInJobTransaction,
-                                                  &sql::kCommit,
-                                                  &sql::kRollback,
-                                                  &sql::kResumePoint,
-                                                  &sql::kFindQueue,
-                                                  &sql::kCreateQueue,
-                                                  &sql::kShortLockWait,
-                                                  &sql::kLockQueue,
-                                                  &sql::kSeekPlans,
-                                                  &sql::kUnlimitedWaits,
-                                                  &sql::kRestoreWaitLimits};
+const pg::Statement* const kWorkerStatements[] = {
+    &sql::kClaimJobs,        &sql::kFinishJobs,     &sql::kRequeueJobs,
+    &sql::kReleaseJobs,      &sql::kBegin,          &sql::kMarkJobTransaction,
+    &sql::kInJobTransaction, &sql::kHoldsQueueLock, &sql::kCommit,
+    &sql::kRollback,         &sql::kResumePoint,    &sql::kFindQueue,
+    &sql::kCreateQueue,      &sql::kShortLockWait,  &sql::kLockQueue,
+    &sql::kSeekPlans,        &sql::kUnlimitedWaits, &sql::kRestoreWaitLimits};
 
 // kClaimJobs' rows: the jobs, then the count of jobs seen.
 Claim parse_claimed(const pg::Result& rows) {
@@ -402,6 +392,11 @@ void QueueSession::end_failed_transaction() {
 void QueueSession::begin() {
   pg::Call calls[] = {{&sql::kBegin, {}}, {&sql::kMarkJobTransaction, {}}};
   pg::run_pipeline(conn_, calls);
+}
+
+bool QueueSession::holds_lock() {
+  pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
+  return conn_.exec(sql::kHoldsQueueLock, params).boolean(0, 0);
 }
 
 bool QueueSession::in_begun_transaction() {

@@ -174,6 +174,9 @@ class QueueSession {
 
   // BEGIN, for a handler that works inside the completing transaction.
   void begin();
+  // Whether this session still holds the queue's lock (a handler may have
+  // released it). Reads pg_locks: for rare checks only.
+  bool holds_lock();
   // Whether the open transaction is the one begin() started (a handler
   // may have ended it and begun another).
   bool in_begun_transaction();

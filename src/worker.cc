@@ -62,11 +62,13 @@ constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
-// The largest result a handler may return, as JSON text (HandlerResult).
-// PostgreSQL's jsonb holds at most 256 MiB, and its binary form can take
-// four times the text of an array of small numbers; 32 MiB always fits.
-// Past it, the commit of the whole batch would fail and stop the worker
-// with the job unrecorded.
+// The largest result a handler may return, as JSON text (HandlerResult),
+// and the most results one commit carries (they go in one jsonb
+// parameter). PostgreSQL's jsonb holds at most 256 MiB, and its binary form
+// can take six times the text of an array of small numbers ("0," against a
+// 4-byte entry and an 8-byte numeric): 32 MiB always fits. Past it, the
+// commit of the whole batch would fail and stop the worker with the jobs
+// unrecorded.
 constexpr std::size_t kMaxResultBytes = std::size_t{32} << 20;
 
 // Moves a running average (handler run time, time between arrivals) 30%
@@ -137,7 +139,6 @@ class Runner {
   // reconnect with backoff; anything else is fatal to the whole worker.
   void run() noexcept {
     try {
-      milliseconds retry = kFirstReconnect;
       while (!w_.stop.is_set()) {
         try {
           serve_when_holding_lock();
@@ -147,12 +148,12 @@ class Runner {
           // or deployment problem: fail loudly (the supervisor retries).
           // Once connected, outages are waited out.
           if (!connected_once_) throw;
-          log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
-                                     "; reconnecting in " +
-                                     std::to_string(retry.count()) + " ms");
+          log(LogLevel::warning,
+              queue_label(queue_) + ": " + e.what() + "; reconnecting in " +
+                  std::to_string(reconnect_delay_.count()) + " ms");
           forget_uncommitted();
-          w_.stop.sleep_for(retry);
-          retry = std::min(retry * 2, kMaxReconnect);
+          w_.stop.sleep_for(reconnect_delay_);
+          reconnect_delay_ = std::min(reconnect_delay_ * 2, kMaxReconnect);
         }
       }
     } catch (const DatabaseError& e) {
@@ -172,6 +173,7 @@ class Runner {
     std::string error;
     SteadyClock::time_point started{};
     SteadyClock::time_point finished{};
+    std::size_t result_bytes = 0;  // of the result's JSON text
   };
 
   void serve_when_holding_lock() {
@@ -204,6 +206,7 @@ class Runner {
     } active(w_.active);
     log(LogLevel::info, std::string(stood_by ? "took over " : "serving ") +
                             queue_label(queue_));
+    reconnect_delay_ = kFirstReconnect;  // the outage, if any, is over
     PGcancel* cancel = PQgetCancel(session.conn());
     {
       std::lock_guard lock(running_.mutex);
@@ -316,6 +319,11 @@ class Runner {
       return false;
     }
     if (run.kind == HandlerRun::Kind::completed) {
+      // The results one commit carries stay within kMaxResultBytes.
+      if (done_result_bytes_ + run.result_bytes > kMaxResultBytes &&
+          !done_.empty() && !options_.transactional) {
+        commit(s, false, false);
+      }
       Outcome done{Outcome::Kind::completed,
                    job.id,
                    job.attempt,
@@ -324,6 +332,7 @@ class Runner {
       done.started_us = clock_.at(run.started);
       done.finished_us = clock_.at(run.finished);
       add_done(std::move(done));
+      done_result_bytes_ += run.result_bytes;
       progress_made();
     } else {
       add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
@@ -503,7 +512,10 @@ class Runner {
   }
 
   void add_done(Outcome outcome) {
-    if (done_.empty()) done_since_ = SteadyClock::now();
+    if (done_.empty()) {
+      done_since_ = SteadyClock::now();
+      done_result_bytes_ = 0;
+    }
     done_.push_back(std::move(outcome));
   }
 
@@ -554,12 +566,17 @@ class Runner {
     done_.clear();
     publisher_.publish(r.finished, wake_after_commit_);
     wake_after_commit_.clear();
-    // Outcomes of jobs no longer running under this session's claim: only
-    // another worker's claim changes a running job, so this session has
+    // Outcomes that did not apply. A spent job's failure does not when an
+    // operator cancelled or rescheduled the (pending) job meanwhile. Any
+    // other means another worker claimed this session's jobs: this session
     // lost the queue's lock while it lived (a handler's
-    // pg_advisory_unlock_all or DISCARD ALL releases it). Serving on would
-    // run every job beside that worker: start over, and stand by.
-    if (r.stale > 0) {
+    // pg_advisory_unlock_all or DISCARD ALL releases it), and serving on
+    // would run every job beside that worker: start over, and stand by.
+    if (r.stale > 0 && s.holds_lock()) {
+      log(LogLevel::warning,
+          queue_label(queue_) + ": " + std::to_string(r.stale) +
+              " outcome(s) not recorded: their jobs were changed meanwhile");
+    } else if (r.stale > 0) {
       throw ConnectionError(
           std::to_string(r.stale) +
           " outcome(s) not recorded: another worker had taken the jobs "
@@ -593,6 +610,7 @@ class Runner {
         job.id,   queue_,           job.data,           job.attempt,
         s.conn(), stop.get_token(), &wake_after_commit_};
     HandlerRun run{HandlerRun::Kind::error, nullptr, {}};
+    std::size_t result_bytes = 0;
     try {
       HandlerResult result = w_.handler(context);
       if (!result.rescheduled()) {
@@ -600,13 +618,15 @@ class Runner {
         // nesting, too large) would fail the commit of the whole batch and
         // stop the worker with the job unrecorded: it is this handler's
         // error.
-        serialize_payload(result.result(), kMaxResultBytes,
-                          "the handler's result");
+        result_bytes = serialize_payload(result.result(), kMaxResultBytes,
+                                         "the handler's result")
+                           .size();
       }
       run = {result.rescheduled() ? HandlerRun::Kind::requeued
                                   : HandlerRun::Kind::completed,
              result.result(),
              {}};
+      run.result_bytes = result_bytes;
     } catch (const std::exception& e) {
       run.error = e.what();
     } catch (...) {
@@ -653,9 +673,19 @@ class Runner {
 
   // The handler must leave the worker's connection as it found it.
   void check_connection_state(QueueSession& s, HandlerRun& run) {
+    // A handler's pipeline, ended for it if it can be; one with results
+    // unread leaves the session unusable.
+    if (PQpipelineStatus(s.conn()) != PQ_PIPELINE_OFF &&
+        PQexitPipelineMode(s.conn()) != 1) {
+      throw ConnectionError(
+          "the handler left the worker's connection in pipeline mode with "
+          "results unread; starting a new session");
+    }
     PGTransactionStatusType status = PQtransactionStatus(s.conn());
     if (options_.transactional) {
-      bool begun_again = status == PQTRANS_INTRANS && !s.in_begun_transaction();
+      bool begun_again = status == PQTRANS_INTRANS &&
+                         run.kind != HandlerRun::Kind::error &&
+                         !s.in_begun_transaction();
       if (status == PQTRANS_INTRANS && !begun_again &&
           run.kind != HandlerRun::Kind::error) {
         return;
@@ -734,9 +764,13 @@ class Runner {
   Running& running_;
 
   bool connected_once_ = false;
-  std::deque<ClaimedJob> batch_;  // claimed, not yet run
-  std::vector<Outcome> done_;     // run, not yet committed
-  ServerClock clock_;             // for the times of handlers' runs
+  // The wait before the next reconnect: doubling while connections fail,
+  // back to the first once a session holds the queue again.
+  milliseconds reconnect_delay_ = kFirstReconnect;
+  std::deque<ClaimedJob> batch_;       // claimed, not yet run
+  std::vector<Outcome> done_;          // run, not yet committed
+  std::size_t done_result_bytes_ = 0;  // their results' JSON text
+  ServerClock clock_;                  // for the times of handlers' runs
   // Jobs their handlers sent to the back since a job last completed or
   // failed, and how many rounds of them in a row the runner has waited
   // for (back_off_bounced_job).

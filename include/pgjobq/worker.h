@@ -37,8 +37,9 @@ struct JobContext {
   // queue's advisory lock (one active worker): a handler must not release
   // locks it did not take (pg_advisory_unlock_all, DISCARD ALL). If one
   // does, a standby takes the queue over at once; the worker finds out at
-  // its next commit, which the standby's claims make stale, and starts over
-  // as a standby, but jobs in flight meanwhile run on both.
+  // its first commit after the standby claimed one of its jobs (that
+  // commit's outcomes are stale), and starts over as a standby, but jobs in
+  // flight meanwhile run on both.
   PGconn* db;
   // Requested when the job's timeout passes: stop, and the job counts as an
   // error. Also when the queue's PostgreSQL session is lost: then the job

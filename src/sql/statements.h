@@ -249,6 +249,17 @@ inline constexpr pg::Statement kLockQueue{"pgjobq_lock_queue", R"sql(
 SELECT pg_advisory_lock(1886220545, $1::int)
 )sql"};
 
+// $1 queue id. Whether this session holds the queue's lock (kLockQueue):
+// asked only when a commit found outcomes stale, as pg_locks reads every
+// backend's locks.
+inline constexpr pg::Statement kHoldsQueueLock{"pgjobq_holds_queue_lock",
+                                               R"sql(
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks
+  WHERE locktype = 'advisory' AND classid = 1886220545 AND objid = $1
+    AND objsubid = 2 AND pid = pg_backend_pid() AND granted)
+)sql"};
+
 // $1 queue id. Where to resume: the worker's cursor, and the last position
 // of a job left running by a worker that died (NULL if none). Jobs up to
 // that position are re-run one per transaction, so a job that kills the

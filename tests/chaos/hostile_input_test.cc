@@ -588,5 +588,35 @@ TEST_F(HostileTest, AHandlerResultOver32MiBIsTheHandlersError) {
   EXPECT_FALSE(worker.finished());
 }
 
+// The results one commit carries stay within the same 32 MiB: they travel
+// in one jsonb parameter, and two results each under the limit could take
+// it past jsonb's own. Two 17 MiB results, which one commit would carry
+// otherwise (the commit delay is long), commit apart: their rows' xmin
+// differ.
+TEST_F(HostileTest, ResultsOverflowingOneCommitAreCommittedApart) {
+  std::string q = queue();
+  PgConnPtr conn = connect();
+  JobId a = enqueue(conn.get(), q, json("a"));
+  JobId b = enqueue(conn.get(), q, json("b"));
+  WorkerOptions o = worker_options({q});
+  o.max_commit_delay = milliseconds(3000);
+  BackgroundWorker worker(o, [&](const JobContext&) {
+    return HandlerResult::complete(
+        json(std::string(((std::size_t{17} << 20) / 6) + 1, '\x01')));
+  });
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return query_job(conn.get(), a)->state == JobState::completed &&
+               query_job(conn.get(), b)->state == JobState::completed;
+      },
+      milliseconds(60000)));
+  EXPECT_EQ(query_value("SELECT count(DISTINCT xmin::text) FROM pgjobq.jobs "
+                        "WHERE id IN (" +
+                        std::to_string(a.value) + ", " +
+                        std::to_string(b.value) + ")"),
+            "2");
+  EXPECT_FALSE(worker.finished());
+}
+
 }  // namespace
 }  // namespace pgjobq::test

@@ -864,6 +864,48 @@ TEST_F(WorkerTest, NoticesOnTheWorkersSessionAreLoggedAsOneLine) {
   EXPECT_TRUE(found) << "no line \"" << expected << "\" in the log";
 }
 
+// A spent job (max_attempts used up) claimed in a batch is still pending
+// until its failure commits, and an operator may cancel it meanwhile: that
+// outcome does not apply, yet the session still holds the queue's lock and
+// must serve on, not start over as if another worker had taken the queue.
+TEST_F(WorkerTest, ASpentJobCancelledMeanwhileIsNoReasonToLetTheQueueGo) {
+  PgConnPtr conn = connect();
+  std::string q = queue("spent-cancel");
+  JobId first = enqueue(conn.get(), q, json("first"));
+  JobId spent = enqueue(conn.get(), q, json("spent"));
+  test::exec(conn.get(), "UPDATE pgjobq.jobs SET attempts = 3 WHERE id = " +
+                             std::to_string(spent.value));
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel, std::string_view text) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(text);
+  });
+  auto o = options({q});
+  o.max_attempts = 3;
+  o.max_commit_delay = milliseconds(200);  // claims both in one batch
+  {
+    BackgroundWorker worker(o, [&](const JobContext& job) {
+      if (job.data == "first") {
+        PgConnPtr operator_conn = connect();
+        cancel(operator_conn.get(), spent);
+      }
+      return HandlerResult::complete();
+    });
+    ASSERT_TRUE(wait_until([&] { return all_completed({first}); }));
+    JobId after = enqueue(conn.get(), q, json("after"));
+    RedisLink redis(test::redis_url());
+    notify(redis, q);
+    EXPECT_TRUE(wait_until([&] { return all_completed({after}); }));
+  }
+  set_log_sink(nullptr);
+  EXPECT_EQ(state_of(spent), JobState::cancelled);
+  std::lock_guard lock(mutex);
+  for (const std::string& line : lines) {
+    EXPECT_FALSE(test::contains(line, "reconnecting")) << line;
+  }
+}
+
 TEST_F(WorkerTest, StopLetsTheRunningJobFinish) {
   PgConnPtr conn = connect();
   std::string q = queue("graceful");
