@@ -331,8 +331,7 @@ class Runner {
                    {}};
       done.started_us = clock_.at(run.started);
       done.finished_us = clock_.at(run.finished);
-      add_done(std::move(done));
-      done_result_bytes_ += run.result_bytes;
+      add_done(std::move(done), run.result_bytes);
       progress_made();
     } else {
       add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
@@ -511,11 +510,14 @@ class Runner {
     return 2.0 * static_cast<double>(options_.max_commit_delay.count());
   }
 
-  void add_done(Outcome outcome) {
+  // Files an outcome to commit; `result_bytes`, its result's JSON text,
+  // counts towards the commit's kMaxResultBytes.
+  void add_done(Outcome outcome, std::size_t result_bytes = 0) {
     if (done_.empty()) {
       done_since_ = SteadyClock::now();
       done_result_bytes_ = 0;
     }
+    done_result_bytes_ += result_bytes;
     done_.push_back(std::move(outcome));
   }
 

@@ -557,10 +557,16 @@ TEST_F(HostileTest, HandlerResultsPostgresqlCannotStoreAreHandlerErrors) {
   EXPECT_FALSE(worker.finished());
 }
 
+// A string whose JSON text is just over `mib` MiB: control characters,
+// six bytes of JSON each ("\u0001"), make it from a sixth of that in
+// memory, which is cheaper to build and serialize under the sanitizers.
+json json_of_more_than_mib(std::size_t mib) {
+  return json(std::string(((mib << 20) / 6) + 1, '\x01'));
+}
+
 // A result over 32 MiB of JSON is its handler's error. (256 MiB, over
 // jsonb's own limit, stopped the worker at its commit with the job left
-// running and no error.) Control characters, six bytes of JSON each, make
-// the 32 MiB from a sixth of that in memory: cheaper under the sanitizers.
+// running and no error.)
 TEST_F(HostileTest, AHandlerResultOver32MiBIsTheHandlersError) {
   std::string q = queue();
   PgConnPtr conn = connect();
@@ -571,8 +577,7 @@ TEST_F(HostileTest, AHandlerResultOver32MiBIsTheHandlersError) {
   o.max_attempts = 1;
   BackgroundWorker worker(o, [&](const JobContext& job) {
     if (job.data == "big") {
-      return HandlerResult::complete(
-          json(std::string(((std::size_t{32} << 20) / 6) + 1, '\x01')));
+      return HandlerResult::complete(json_of_more_than_mib(32));
     }
     return HandlerResult::complete(job.data);
   });
@@ -601,8 +606,7 @@ TEST_F(HostileTest, ResultsOverflowingOneCommitAreCommittedApart) {
   WorkerOptions o = worker_options({q});
   o.max_commit_delay = milliseconds(3000);
   BackgroundWorker worker(o, [&](const JobContext&) {
-    return HandlerResult::complete(
-        json(std::string(((std::size_t{17} << 20) / 6) + 1, '\x01')));
+    return HandlerResult::complete(json_of_more_than_mib(17));
   });
   ASSERT_TRUE(wait_until(
       [&] {
