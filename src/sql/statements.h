@@ -5,7 +5,8 @@
 // are 001_init.sql's as altered by 004 (which made the queue name a domain
 // and dropped the counters' CHECKs); the enqueue functions are
 // insert_jobs from 005 (which replaced 003's, which replaced 002's) and
-// insert_job from 004.
+// insert_job from 004. docs/schema.sql holds all of it as it ends up, in
+// one file (tests/cli/schema_test.sh keeps it current).
 //
 // Positions (FIFO by commit order) are taken in four places, each by
 // `UPDATE pgjobq.queues SET last_position = last_position + n`, which
