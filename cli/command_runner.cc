@@ -21,6 +21,7 @@
 
 #include "cli/common.h"
 #include "cli/json_input.h"
+#include "pgjobq/connection.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/log.h"
 
@@ -192,7 +193,8 @@ bool only_whitespace(std::string_view text) {
 
 CommandRunner::CommandRunner(std::vector<std::string> argv,
                              std::size_t max_output,
-                             std::chrono::milliseconds kill_grace)
+                             std::chrono::milliseconds kill_grace,
+                             std::vector<std::string> secrets)
     : argv_(std::move(argv)), max_output_(max_output), kill_grace_(kill_grace) {
   if (argv_.empty()) throw InvalidInput("work: no command given");
   for (char** e = environ; e && *e; ++e) {
@@ -204,10 +206,25 @@ CommandRunner::CommandRunner(std::vector<std::string> argv,
     }
     base_env_.emplace_back(entry);
   }
+  // The command line is quoted in the job's error and in the log: without
+  // any password it holds (a URL handed to the command, PGPASSWORD passed
+  // on), masked before it is cut short, so no part of one shows.
+  std::sort(secrets.begin(), secrets.end(),
+            [](const std::string& a, const std::string& b) {
+              return a.size() > b.size();
+            });
   std::string joined;
   for (const std::string& a : argv_) {
     if (!joined.empty()) joined += ' ';
-    joined += a;
+    std::string arg = redact(a);
+    for (const std::string& secret : secrets) {
+      if (secret.empty()) continue;
+      for (std::size_t at = arg.find(secret); at != std::string::npos;
+           at = arg.find(secret, at + 3)) {
+        arg.replace(at, secret.size(), "***");
+      }
+    }
+    joined += arg;
   }
   description_ = "command \"" + escape_bytes(joined, 60) + "\"";
 }
@@ -408,9 +425,12 @@ CommandOutcome CommandRunner::run(
     }
   }
 
-  // Processes the command left behind in its group die with it when it was
-  // stopped; the zombie leader still holds the group id.
-  if (outcome.stopped || outcome.output_overflow) kill(-pid, SIGKILL);
+  // Processes the command left behind in its group end with its job, as
+  // they would with the worker: otherwise a failed attempt's processes run
+  // on beside the job's next attempt (or the queue's next job), and past
+  // the worker's exit, when no keeper is left to kill them. The zombie
+  // leader still holds the group id.
+  kill(-pid, SIGKILL);
   {
     std::lock_guard lock(mutex_);
     running_.erase(pid);
@@ -449,8 +469,8 @@ HandlerResult CommandRunner::handle(const JobContext& job) {
   if (out.output_left_open) {
     log(LogLevel::warning,
         job_label + ": " + description_ +
-            " exited but processes it started still hold its stdout; "
-            "not reading further");
+            " exited but processes it started still held its stdout; "
+            "killed them, not reading further");
   }
   if (out.stopped) {
     throw Error(

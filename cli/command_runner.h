@@ -31,7 +31,7 @@ struct CommandOutcome {
   // The stop token was requested and the command was killed.
   bool stopped = false;
   // It exited, but processes it left behind still held its stdout open
-  // after a grace period; what they would write later is not read.
+  // after a grace period; they were killed, unread.
   bool output_left_open = false;
 };
 
@@ -43,7 +43,8 @@ struct CommandOutcome {
 //  - in a process group of its own, so a terminal's Ctrl-C reaches the
 //    worker only (which lets the job finish), and a timeout kills every
 //    process the command started; that group dies with the worker, even
-//    when the worker is killed with SIGKILL (see "keeper" in the .cc);
+//    when the worker is killed with SIGKILL (see "keeper" in the .cc), and
+//    when the command exits, whatever it left running in it is killed;
 //  - exit 0 completes the job with its stdout parsed as the result JSON
 //    (empty stdout is a null result); exit 75 (EX_TEMPFAIL) reschedules
 //    it; anything else, stdout that is not JSON or larger than the payload
@@ -60,9 +61,12 @@ class CommandRunner {
 
   // `argv` is CMD [ARG...]. `max_output` bounds stdout. `kill_grace` is how
   // long a stopped command's process group has between SIGTERM and SIGKILL.
+  // `secrets` (the connections' passwords) are masked, as are the passwords
+  // of URLs, where messages quote the command line.
   explicit CommandRunner(
       std::vector<std::string> argv, std::size_t max_output,
-      std::chrono::milliseconds kill_grace = std::chrono::milliseconds(2000));
+      std::chrono::milliseconds kill_grace = std::chrono::milliseconds(2000),
+      std::vector<std::string> secrets = {});
 
   // The Worker's handler.
   HandlerResult handle(const JobContext& job);

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cli/command_runner.h"
+#include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/log.h"
 #include "pgjobq/worker.h"
@@ -171,7 +172,22 @@ int work_command(const Connections& c, const WorkArgs& a,
   // command that exits without reading it must not kill the worker.
   signal(SIGPIPE, SIG_IGN);
   SignalThread::block();
-  CommandRunner runner(command, kDefaultMaxPayloadBytes);
+  // The passwords its messages must not show, wherever the command line
+  // would quote them.
+  std::vector<std::string> secrets;
+  auto add = [&](std::string_view url) {
+    for (std::string& s : url_passwords(url)) secrets.push_back(std::move(s));
+  };
+  add(c.db_url);
+  add(redis_url_or_default(c.redis_url));
+  for (const char* name : {"DATABASE_URL", "REDIS_URL"}) {
+    if (const char* env = std::getenv(name)) add(env);
+  }
+  if (const char* env = std::getenv("PGPASSWORD"); env && *env) {
+    secrets.emplace_back(env);
+  }
+  CommandRunner runner(command, kDefaultMaxPayloadBytes,
+                       std::chrono::milliseconds(2000), std::move(secrets));
   Worker worker(std::move(o), LoggingHandler(runner));
   SignalThread signals(worker, runner);
   try {

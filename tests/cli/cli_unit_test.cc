@@ -432,7 +432,36 @@ TEST_F(CliRunnerTest, BackgroundProcessesHoldingStdoutDoNotHangTheJob) {
   EXPECT_TRUE(out.output_left_open);
   EXPECT_EQ(out.output, "[1]\n");
   EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(10));
-  kill(std::stoi(read("bg")), SIGKILL);
+  // They ended with the job.
+  pid_t background = std::stoi(read("bg"));
+  EXPECT_TRUE(eventually([&] { return test::process_gone(background); }));
+  kill(background, SIGKILL);
+}
+
+TEST_F(CliRunnerTest, ProcessesLeftBehindAreKilledWhenTheCommandExits) {
+  CommandRunner runner =
+      shell("sleep 60 >/dev/null 2>&1 & echo $! > " + dir_ + "/bg; exit 3");
+  CommandOutcome out = run(runner);
+  EXPECT_TRUE(out.exited);
+  EXPECT_FALSE(out.output_left_open);
+  pid_t background = std::stoi(read("bg"));
+  EXPECT_TRUE(eventually([&] { return test::process_gone(background); }));
+  kill(background, SIGKILL);
+}
+
+TEST_F(CliRunnerTest, TheCommandLineInErrorsShowsNoPassword) {
+  CommandRunner runner(
+      {"sh", "-c", "exit 3", "redis://:Redis-Pw-1@h:1", "--token=Env-Pw-22"},
+      100, milliseconds(2000), {"Env-Pw-22"});
+  try {
+    handle(runner);
+    FAIL();
+  } catch (const Error& e) {
+    std::string what = e.what();
+    EXPECT_EQ(what.find("Redis-Pw-1"), std::string::npos) << what;
+    EXPECT_EQ(what.find("Env-Pw-22"), std::string::npos) << what;
+    EXPECT_NE(what.find("--token=***"), std::string::npos) << what;
+  }
 }
 
 TEST_F(CliRunnerTest, EveryChildIsReaped) {

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -279,6 +280,68 @@ TEST_F(CliWorkTest, EndlessStdoutIsAnError) {
   EXPECT_EQ(state_of(id), "failed");
   EXPECT_TRUE(contains(job_field(id, "error"), "bytes to stdout"))
       << job_field(id, "error");
+}
+
+// The command line of the command is quoted in the job's error and in the
+// worker's log. A password in it (a URL handed to the handler, PGPASSWORD
+// passed on) must not be, as no URL's password ever is.
+TEST_F(CliWorkTest, PasswordsInTheCommandLineReachNeitherTheLogNorTheJob) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  const std::string url_secret = "Url-Secret-5521";
+  const std::string env_secret = "Env-Secret-8130";
+  // PGPASSWORD is not asked for: the test servers trust loopback.
+  auto worker =
+      start({"work", q, "--", "sh", "-c", "exit 3",
+             "postgresql://app:" + url_secret + "@127.0.0.1/app", env_secret},
+            {{"PGPASSWORD", env_secret}});
+  std::optional<int> code = worker->wait(milliseconds(30000));
+  ASSERT_TRUE(code.has_value()) << worker->err();
+  EXPECT_EQ(*code, 1);
+  std::string error = job_field(id, "error");
+  EXPECT_TRUE(contains(error, "exited with status 3")) << error;
+  EXPECT_TRUE(contains(error, "postgresql://app:***@")) << error;
+  for (const std::string& secret : {url_secret, env_secret}) {
+    EXPECT_FALSE(contains(error, secret)) << error;
+    EXPECT_FALSE(contains(worker->err(), secret)) << worker->err();
+  }
+}
+
+// The processes a command leaves behind belong to its job: they end when
+// it ends. Otherwise a failed attempt's processes run on beside the job's
+// next attempts, and past the worker's own exit.
+TEST_F(CliWorkTest, ProcessesACommandLeavesBehindEndWithItsJob) {
+  std::string q = queue();
+  JobId id = add_job(q, "\"fail\"");
+  JobId ok = add_job(q, "\"ok\"");
+  auto worker = work(
+      {q},
+      "sleep 60 >/dev/null 2>&1 & echo $! >> " + file("bg") +
+          "; [ \"$(cat)\" = '\"ok\"' ] && exit 0; exit 3",
+      {"--on-error", "retry", "--max-attempts", "2", "--retry-delay", "10ms"});
+  ASSERT_TRUE(wait_until([&] { return finished(id) && finished(ok); },
+                         milliseconds(30000)))
+      << worker->err();
+  EXPECT_EQ(state_of(id), "failed");
+  EXPECT_EQ(state_of(ok), "completed");
+  std::istringstream pids(read("bg"));
+  int count = 0;
+  for (pid_t pid; pids >> pid; ++count) {
+    EXPECT_TRUE(wait_until([&] { return process_gone(pid); }))
+        << "process " << pid << " of a finished attempt still runs";
+  }
+  EXPECT_EQ(count, 3);
+  // Under the crash policy the worker exits after the error: nothing the
+  // command started outlives it.
+  std::string crash_q = queue("crash");
+  add_job(crash_q, "{}");
+  auto crashing = work({crash_q}, "sleep 60 >/dev/null 2>&1 & echo $! > " +
+                                      file("crash-bg") + "; exit 3");
+  ASSERT_TRUE(crashing->wait(milliseconds(30000)).has_value())
+      << crashing->err();
+  ASSERT_TRUE(exists("crash-bg"));
+  EXPECT_TRUE(
+      wait_until([&] { return process_gone(std::stoi(read("crash-bg"))); }));
 }
 
 }  // namespace
