@@ -23,14 +23,16 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// SIGTERM and SIGINT are blocked in every thread and taken by one thread
-// with sigwait, where it is safe to call Worker::stop(). SIGUSR1 (from
+// SIGTERM and SIGINT (and SIGHUP, from a closed terminal or a supervisor's
+// hang-up) are blocked in every thread and taken by one thread with
+// sigwait, where it is safe to call Worker::stop(). SIGUSR1 (from
 // ourselves, with `done_` set) ends that thread.
 sigset_t handled_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR1);
   return set;
 }

@@ -232,6 +232,24 @@ TEST_F(CliWorkTest, SigintBehavesLikeSigterm) {
   EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
 }
 
+// A closed terminal must not cut a job short: SIGHUP stops the worker as
+// SIGTERM does (it used to kill it, leaving the job `running`).
+TEST_F(CliWorkTest, SighupLetsTheRunningJobFinishLikeSigterm) {
+  std::string q = queue();
+  JobId id = add_job(q, "7");
+  auto worker = work({q}, "touch " + file("started") + "; while [ ! -e " +
+                              file("go") + " ]; do sleep 0.01; done; cat");
+  ASSERT_TRUE(wait_until([&] { return exists("started"); })) << worker->err();
+  worker->signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] {
+    return contains(worker->err(), "SIGHUP: finishing the running job");
+  })) << worker->err();
+  touch("go");
+  EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
+  EXPECT_EQ(state_of(id), "completed");
+  EXPECT_EQ(job_field(id, "result"), "7");
+}
+
 TEST_F(CliWorkTest, ASecondSignalKillsTheCommandAndExitsAtOnce) {
   std::string q = queue();
   JobId id = add_job(q, "{}");
