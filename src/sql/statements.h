@@ -505,13 +505,26 @@ SELECT clock_timestamp() - $1::bigint * interval '1 microsecond'
 // among the next $3 ids and keeps the per-state counters true. Returns (last
 // id examined, rows deleted); last id is NULL when the table is exhausted.
 // Walks the primary key once over the whole prune, never rescanning.
+//
+// The jobs to delete are locked first, in the order of their ids, whatever
+// the plan: two prunes at once (two operators, two cron jobs) used to lock
+// them in the order each one's plan read them (the heap's, or the ids',
+// which changes with the statistics and the batch size), and deadlocked
+// (OperatorStormTest.ConcurrentPrunesDoNotDeadlock). The lock's re-check
+// drops a job rescheduled meanwhile; the DELETE only takes rows locked.
 inline constexpr pg::Statement kPruneBatch{"pgjobq_prune_batch", R"sql(
 WITH batch AS (
   SELECT id FROM pgjobq.jobs WHERE id > $1 ORDER BY id LIMIT $3
+), doomed AS (
+  SELECT j.id FROM pgjobq.jobs j
+  WHERE j.id = ANY (ARRAY(SELECT id FROM batch))
+    AND j.state IN ('completed', 'failed', 'cancelled')
+    AND j.finished_at < $2::timestamptz
+  ORDER BY j.id
+  FOR UPDATE OF j
 ), deleted AS (
   DELETE FROM pgjobq.jobs j
-  USING batch
-  WHERE j.id = batch.id
+  WHERE j.id = ANY (ARRAY(SELECT id FROM doomed))
     AND j.state IN ('completed', 'failed', 'cancelled')
     AND j.finished_at < $2::timestamptz
   RETURNING j.queue_id, j.state
