@@ -408,40 +408,37 @@ class OperatorStormTest : public test::DatabaseTest {
     EXPECT_GT(enqueued.load(), 50);
   }
 
+  // A 6 s storm around a worker with options `o` on queue `q`; then the
+  // queue must run empty (no job lost), and every invariant, FIFO in the
+  // journal and status must hold.
+  void storm_and_check(const std::string& q, const WorkerOptions& o,
+                       bool with_prune) {
+    {
+      BackgroundWorker worker(o, journaling_handler());
+      storm(q, std::chrono::seconds(6), with_prune);
+      EXPECT_TRUE(wait_until([&] { return unfinished_rows(q) == 0; },
+                             milliseconds(30000)))
+          << unfinished_rows(q) << " unfinished jobs left";
+      EXPECT_FALSE(worker.finished());
+    }
+    for (auto& b : broken_invariants(conn_.get()))
+      ADD_FAILURE() << "after: " << b;
+    expect_fifo_journal();
+    expect_status_matches_rows(q);
+  }
+
   PgConnPtr conn_;
 };
 
 TEST_F(OperatorStormTest, CountsCursorAndFifoHoldThroughAStorm) {
   std::string q = queue("storm");
-  {
-    BackgroundWorker worker(storm_options(q), journaling_handler());
-    storm(q, std::chrono::seconds(6), /*with_prune=*/false);
-    // No job is lost: the worker runs the queue empty.
-    EXPECT_TRUE(wait_until([&] { return unfinished_rows(q) == 0; },
-                           milliseconds(30000)))
-        << unfinished_rows(q) << " unfinished jobs left";
-    EXPECT_FALSE(worker.finished());
-  }
-  for (auto& b : broken_invariants(conn_.get()))
-    ADD_FAILURE() << "after: " << b;
-  expect_fifo_journal();
-  expect_status_matches_rows(q);
+  storm_and_check(q, storm_options(q), /*with_prune=*/false);
   expect_exact_limit(q);
 }
 
 TEST_F(OperatorStormTest, CountsHoldThroughAStormWithPrunes) {
   std::string q = queue("prunestorm");
-  {
-    BackgroundWorker worker(storm_options(q), journaling_handler());
-    storm(q, std::chrono::seconds(6), /*with_prune=*/true);
-    EXPECT_TRUE(wait_until([&] { return unfinished_rows(q) == 0; },
-                           milliseconds(30000)))
-        << unfinished_rows(q) << " unfinished jobs left";
-  }
-  for (auto& b : broken_invariants(conn_.get()))
-    ADD_FAILURE() << "after: " << b;
-  expect_fifo_journal();
-  expect_status_matches_rows(q);
+  storm_and_check(q, storm_options(q), /*with_prune=*/true);
   expect_exact_limit(q);
 }
 
@@ -449,20 +446,9 @@ TEST_F(OperatorStormTest, CountsHoldThroughAStormWithPrunes) {
 // exactly once, whatever the operators do around it.
 TEST_F(OperatorStormTest, TransactionalEffectsStayExactlyOnceThroughAStorm) {
   std::string q = queue("txstorm");
-  {
-    WorkerOptions o = storm_options(q);
-    o.transactional = true;
-    BackgroundWorker worker(o, journaling_handler());
-    storm(q, std::chrono::seconds(6), /*with_prune=*/false);
-    EXPECT_TRUE(wait_until([&] { return unfinished_rows(q) == 0; },
-                           milliseconds(30000)))
-        << unfinished_rows(q) << " unfinished jobs left";
-    EXPECT_FALSE(worker.finished());
-  }
-  for (auto& b : broken_invariants(conn_.get()))
-    ADD_FAILURE() << "after: " << b;
-  expect_fifo_journal();
-  expect_status_matches_rows(q);
+  WorkerOptions o = storm_options(q);
+  o.transactional = true;
+  storm_and_check(q, o, /*with_prune=*/false);
   for (const auto& r : rows_of(
            conn_.get(),
            "SELECT j.id, j.state, count(e.job) FROM pgjobq.jobs j LEFT JOIN "
