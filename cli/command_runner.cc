@@ -206,27 +206,17 @@ CommandRunner::CommandRunner(std::vector<std::string> argv,
     }
     base_env_.emplace_back(entry);
   }
-  // The command line is quoted in the job's error and in the log: without
-  // any password it holds (a URL handed to the command, PGPASSWORD passed
-  // on), masked before it is cut short, so no part of one shows.
-  std::sort(secrets.begin(), secrets.end(),
-            [](const std::string& a, const std::string& b) {
-              return a.size() > b.size();
-            });
+  // The command line is quoted in the job's error and in the log: with
+  // the password of every URL in it and the worker's own passwords (a URL
+  // or PGPASSWORD handed to the command) masked before it is cut short,
+  // so that no part of one shows.
   std::string joined;
   for (const std::string& a : argv_) {
     if (!joined.empty()) joined += ' ';
-    std::string arg = redact(a);
-    for (const std::string& secret : secrets) {
-      if (secret.empty()) continue;
-      for (std::size_t at = arg.find(secret); at != std::string::npos;
-           at = arg.find(secret, at + 3)) {
-        arg.replace(at, secret.size(), "***");
-      }
-    }
-    joined += arg;
+    joined += redact(a);
   }
-  description_ = "command \"" + escape_bytes(joined, 60) + "\"";
+  description_ =
+      "command \"" + escape_bytes(scrub_secrets(joined, secrets), 60) + "\"";
 }
 
 CommandOutcome CommandRunner::run(

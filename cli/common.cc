@@ -74,6 +74,22 @@ void on_notice(void*, const PGresult* notice) {
 
 }  // namespace
 
+std::vector<std::string> connection_secrets(const Connections& connections) {
+  std::vector<std::string> out;
+  auto add = [&](std::string_view url) {
+    for (std::string& s : url_passwords(url)) out.push_back(std::move(s));
+  };
+  add(connections.db_url);
+  add(redis_url_or_default(connections.redis_url));
+  for (const char* name : {"DATABASE_URL", "REDIS_URL"}) {
+    if (const char* env = std::getenv(name)) add(env);
+  }
+  if (const char* env = std::getenv("PGPASSWORD"); env && *env) {
+    out.emplace_back(env);
+  }
+  return out;
+}
+
 PgConnPtr connect(const Connections& connections) {
   PgConnPtr conn = connect_database(connections.db_url);
   PQsetNoticeReceiver(conn.get(), on_notice, nullptr);

@@ -34,6 +34,11 @@ struct Connections {
   std::string redis_url;
 };
 
+// The passwords `connections` and the environment hold: of both URLs, of
+// DATABASE_URL and REDIS_URL, and PGPASSWORD. What no message may show
+// (pgjobq::scrub_secrets).
+std::vector<std::string> connection_secrets(const Connections& connections);
+
 // Connects to PostgreSQL (connect_database) and keeps the server's
 // NOTICE chatter ("schema already exists, skipping") off stderr; warnings
 // still show, as one "pgjobq: postgres: ..." line each.

@@ -23,20 +23,11 @@ using namespace pgjobq::cli;
 // no path may ever print one.
 std::vector<std::string> secrets(const Connections& c,
                                  const std::vector<std::string>& args) {
-  std::vector<std::string> out;
-  auto add = [&](std::string_view url) {
-    for (std::string& s : pgjobq::url_passwords(url))
+  std::vector<std::string> out = connection_secrets(c);
+  for (const std::string& arg : args) {
+    for (std::string& s : pgjobq::url_passwords(arg))
       out.push_back(std::move(s));
-  };
-  add(c.db_url);
-  add(pgjobq::redis_url_or_default(c.redis_url));
-  for (const char* name : {"DATABASE_URL", "REDIS_URL"}) {
-    if (const char* env = std::getenv(name)) add(env);
   }
-  if (const char* env = std::getenv("PGPASSWORD"); env && *env) {
-    out.emplace_back(env);
-  }
-  for (const std::string& arg : args) add(arg);
   return out;
 }
 

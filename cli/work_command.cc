@@ -13,7 +13,6 @@
 #include <thread>
 
 #include "cli/command_runner.h"
-#include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/log.h"
 #include "pgjobq/worker.h"
@@ -23,16 +22,28 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// SIGTERM and SIGINT (and SIGHUP, from a closed terminal or a supervisor's
-// hang-up) are blocked in every thread and taken by one thread with
-// sigwait, where it is safe to call Worker::stop(). SIGUSR1 (from
-// ourselves, with `done_` set) ends that thread.
+// Whether SIGHUP stops the worker gracefully: yes, unless the worker was
+// started to ignore it (`nohup`), which it keeps doing. Read once, before
+// it is blocked: a blocked signal is queued even when ignored, and sigwait
+// would take it.
+bool hangup_stops() {
+  static const bool stops = [] {
+    struct sigaction old {};
+    return sigaction(SIGHUP, nullptr, &old) == 0 && old.sa_handler != SIG_IGN;
+  }();
+  return stops;
+}
+
+// SIGTERM and SIGINT (and SIGHUP: a closed terminal) are blocked in every
+// thread and taken by one thread with sigwait, where it is safe to call
+// Worker::stop(). SIGUSR1 (from ourselves, with `done_` set) ends that
+// thread.
 sigset_t handled_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
+  if (hangup_stops()) sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR1);
   return set;
 }
@@ -71,10 +82,16 @@ class SignalThread {
         if (done_) return;
         continue;
       }
+      // A closed terminal can send SIGHUP twice (the shell, then the
+      // kernel to the foreground group): only SIGTERM or SIGINT after the
+      // first signal stops at once.
+      if (received > 0 && sig == SIGHUP) continue;
       if (++received == 1) {
-        log(LogLevel::info, signal_label(sig) +
-                                ": finishing the running job(s), then "
-                                "exiting; send it again to stop at once");
+        log(LogLevel::info,
+            signal_label(sig) +
+                ": finishing the running job(s), then exiting; send " +
+                (sig == SIGHUP ? std::string("SIGTERM") : "it again") +
+                " to stop at once");
         worker_.stop();
         continue;
       }
@@ -174,22 +191,8 @@ int work_command(const Connections& c, const WorkArgs& a,
   // command that exits without reading it must not kill the worker.
   signal(SIGPIPE, SIG_IGN);
   SignalThread::block();
-  // The passwords its messages must not show, wherever the command line
-  // would quote them.
-  std::vector<std::string> secrets;
-  auto add = [&](std::string_view url) {
-    for (std::string& s : url_passwords(url)) secrets.push_back(std::move(s));
-  };
-  add(c.db_url);
-  add(redis_url_or_default(c.redis_url));
-  for (const char* name : {"DATABASE_URL", "REDIS_URL"}) {
-    if (const char* env = std::getenv(name)) add(env);
-  }
-  if (const char* env = std::getenv("PGPASSWORD"); env && *env) {
-    secrets.emplace_back(env);
-  }
   CommandRunner runner(command, kDefaultMaxPayloadBytes,
-                       std::chrono::milliseconds(2000), std::move(secrets));
+                       std::chrono::milliseconds(2000), connection_secrets(c));
   Worker worker(std::move(o), LoggingHandler(runner));
   SignalThread signals(worker, runner);
   try {

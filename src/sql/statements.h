@@ -512,6 +512,11 @@ SELECT clock_timestamp() - $1::bigint * interval '1 microsecond'
 // which changes with the statistics and the batch size), and deadlocked
 // (OperatorStormTest.ConcurrentPrunesDoNotDeadlock). The lock's re-check
 // drops a job rescheduled meanwhile; the DELETE only takes rows locked.
+// The progress rows of the queues it deleted from are locked the same
+// way, in queue order (`locked`), before the UPDATE changes any: the
+// condition on `locked` does not depend on the row, so the plan checks it
+// once, first (a One-Time Filter), and two prunes that deleted from the
+// same queues cannot take their progress rows in crossed orders.
 inline constexpr pg::Statement kPruneBatch{"pgjobq_prune_batch", R"sql(
 WITH batch AS (
   SELECT id FROM pgjobq.jobs WHERE id > $1 ORDER BY id LIMIT $3
@@ -534,6 +539,11 @@ WITH batch AS (
          count(*) FILTER (WHERE state = 'failed') AS failed,
          count(*) FILTER (WHERE state = 'cancelled') AS cancelled
   FROM deleted GROUP BY queue_id
+), locked AS (
+  SELECT p.queue_id FROM pgjobq.queue_progress p
+  WHERE p.queue_id IN (SELECT queue_id FROM counts)
+  ORDER BY p.queue_id
+  FOR UPDATE OF p
 ), progress AS (
   UPDATE pgjobq.queue_progress p
   SET completed = p.completed - c.completed,
@@ -541,6 +551,7 @@ WITH batch AS (
       cancelled = p.cancelled - c.cancelled
   FROM counts c
   WHERE p.queue_id = c.queue_id
+    AND (SELECT count(*) FROM locked) >= 0
 )
 SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM deleted)
 )sql"};

@@ -45,7 +45,7 @@ EOF
   "$pg_bin/pg_dump" --schema-only --no-owner --no-privileges \
     --schema=pgjobq "$url" |
     awk '/^-- Name: / && !started { started = 1; print ""; held = "--" }
-         /^-- PostgreSQL database dump complete$/ { exit }
+         /^-- PostgreSQL database dump complete$/ { started = 0 }
          started { print held; held = $0 }' |
     sed -e '/^SET /d' -e '/^SELECT pg_catalog.set_config/d' | cat -s
 } >"$out/schema.sql"

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/cli_fixture.h"
@@ -233,7 +234,8 @@ TEST_F(CliWorkTest, SigintBehavesLikeSigterm) {
 }
 
 // A closed terminal must not cut a job short: SIGHUP stops the worker as
-// SIGTERM does (it used to kill it, leaving the job `running`).
+// SIGTERM does (it used to kill it, leaving the job `running`), and a
+// second one (the shell's, then the kernel's) does not stop it at once.
 TEST_F(CliWorkTest, SighupLetsTheRunningJobFinishLikeSigterm) {
   std::string q = queue();
   JobId id = add_job(q, "7");
@@ -244,10 +246,37 @@ TEST_F(CliWorkTest, SighupLetsTheRunningJobFinishLikeSigterm) {
   ASSERT_TRUE(wait_until([&] {
     return contains(worker->err(), "SIGHUP: finishing the running job");
   })) << worker->err();
+  worker->signal(SIGHUP);
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_TRUE(worker->running()) << worker->err();
   touch("go");
   EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
   EXPECT_EQ(state_of(id), "completed");
   EXPECT_EQ(job_field(id, "result"), "7");
+}
+
+// Started with SIGHUP ignored (`nohup pgjobq work ...`), the worker keeps
+// ignoring it and serves on.
+TEST_F(CliWorkTest, AWorkerStartedUnderNohupIgnoresSighup) {
+  std::string q = queue();
+  JobId first = add_job(q, "3");
+  JobId second = add_job(q, "4");
+  signal(SIGHUP, SIG_IGN);  // inherited by the worker, as nohup does
+  auto worker = work({q}, "touch " + file("started") + "; while [ ! -e " +
+                              file("go") + " ]; do sleep 0.01; done; cat");
+  signal(SIGHUP, SIG_DFL);
+  ASSERT_TRUE(wait_until([&] { return exists("started"); })) << worker->err();
+  worker->signal(SIGHUP);
+  std::this_thread::sleep_for(milliseconds(300));
+  touch("go");
+  // It serves on: the next job runs too.
+  ASSERT_TRUE(wait_until([&] { return state_of(second) == "completed"; }))
+      << worker->err();
+  EXPECT_EQ(state_of(first), "completed");
+  EXPECT_TRUE(worker->running());
+  EXPECT_FALSE(contains(worker->err(), "SIGHUP")) << worker->err();
+  worker->signal(SIGTERM);
+  EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
 }
 
 TEST_F(CliWorkTest, ASecondSignalKillsTheCommandAndExitsAtOnce) {
