@@ -339,7 +339,7 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
       std::int64_t id = done.int64(r, 0);
       const Outcome* o = by_id.at(id);
       out.finished.emplace_back(JobId{id}, o->kind == Outcome::Kind::completed
-                                               ? o->result.dump()
+                                               ? o->result_text
                                                : "null");
     }
     applied += done.rows();

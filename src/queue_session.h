@@ -96,6 +96,9 @@ struct Outcome {
   // When its handler started and returned, on ServerClock (0: unknown).
   std::int64_t started_us = 0;
   std::int64_t finished_us = 0;
+  // A completed job's result as JSON text, as the handler's check wrote it:
+  // what is published once it commits.
+  std::string result_text{};
 };
 
 // Everything one flush committed, for publishing afterwards.

@@ -173,7 +173,7 @@ class Runner {
     std::string error;
     SteadyClock::time_point started{};
     SteadyClock::time_point finished{};
-    std::size_t result_bytes = 0;  // of the result's JSON text
+    std::string result_text{};  // the result's JSON, checked (completed)
   };
 
   void serve_when_holding_lock() {
@@ -320,7 +320,7 @@ class Runner {
     }
     if (run.kind == HandlerRun::Kind::completed) {
       // The results one commit carries stay within kMaxResultBytes.
-      if (done_result_bytes_ + run.result_bytes > kMaxResultBytes &&
+      if (done_result_bytes_ + run.result_text.size() > kMaxResultBytes &&
           !done_.empty() && !options_.transactional) {
         commit(s, false, false);
       }
@@ -329,9 +329,10 @@ class Runner {
                    job.attempt,
                    std::move(run.result),
                    {}};
+      done.result_text = std::move(run.result_text);
       done.started_us = clock_.at(run.started);
       done.finished_us = clock_.at(run.finished);
-      add_done(std::move(done), run.result_bytes);
+      add_done(std::move(done));
       progress_made();
     } else {
       add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
@@ -510,14 +511,14 @@ class Runner {
     return 2.0 * static_cast<double>(options_.max_commit_delay.count());
   }
 
-  // Files an outcome to commit; `result_bytes`, its result's JSON text,
-  // counts towards the commit's kMaxResultBytes.
-  void add_done(Outcome outcome, std::size_t result_bytes = 0) {
+  // Files an outcome to commit; its result's JSON text counts towards the
+  // commit's kMaxResultBytes.
+  void add_done(Outcome outcome) {
     if (done_.empty()) {
       done_since_ = SteadyClock::now();
       done_result_bytes_ = 0;
     }
-    done_result_bytes_ += result_bytes;
+    done_result_bytes_ += outcome.result_text.size();
     done_.push_back(std::move(outcome));
   }
 
@@ -612,7 +613,7 @@ class Runner {
         job.id,   queue_,           job.data,           job.attempt,
         s.conn(), stop.get_token(), &wake_after_commit_};
     HandlerRun run{HandlerRun::Kind::error, nullptr, {}};
-    std::size_t result_bytes = 0;
+    std::string result_text;
     try {
       HandlerResult result = w_.handler(context);
       if (!result.rescheduled()) {
@@ -620,15 +621,14 @@ class Runner {
         // nesting, too large) would fail the commit of the whole batch and
         // stop the worker with the job unrecorded: it is this handler's
         // error.
-        result_bytes = serialize_payload(result.result(), kMaxResultBytes,
-                                         "the handler's result")
-                           .size();
+        result_text = serialize_payload(result.result(), kMaxResultBytes,
+                                        "the handler's result");
       }
       run = {result.rescheduled() ? HandlerRun::Kind::requeued
                                   : HandlerRun::Kind::completed,
              result.result(),
              {}};
-      run.result_bytes = result_bytes;
+      run.result_text = std::move(result_text);
     } catch (const std::exception& e) {
       run.error = e.what();
     } catch (...) {
