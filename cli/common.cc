@@ -188,21 +188,23 @@ std::chrono::microseconds parse_duration(std::string_view text,
 }
 
 JobId parse_job_id(std::string_view text) {
-  bool all_digits =
-      !text.empty() && std::all_of(text.begin(), text.end(), is_digit);
+  // A decimal integer, maybe negative, is a well-formed id: one that no
+  // job can have (0, negative, beyond a bigint) is "no such job", like an
+  // id that is free, not a usage error.
+  std::string_view digits = text.starts_with('-') ? text.substr(1) : text;
+  bool integer =
+      !digits.empty() && std::all_of(digits.begin(), digits.end(), is_digit);
+  if (!integer) {
+    throw usage_error("invalid job id \"" + escape_bytes(redact(text), 40) +
+                      "\": expected a positive integer");
+  }
   std::int64_t value = 0;
   auto [end, ec] =
       std::from_chars(text.data(), text.data() + text.size(), value);
-  if (all_digits && ec == std::errc::result_out_of_range) {
-    // A well-formed id that no job can have: ids are PostgreSQL bigints.
+  if (ec != std::errc() || end != text.data() + text.size() || value <= 0) {
     throw ExitError(kExitNoSuchJob,
                     "no job with id " + escape_bytes(text, 40) +
-                        " (job ids go up to 9223372036854775807)");
-  }
-  if (!all_digits || ec != std::errc() || end != text.data() + text.size() ||
-      value <= 0) {
-    throw usage_error("invalid job id \"" + escape_bytes(redact(text), 40) +
-                      "\": expected a positive integer");
+                        " (job ids run from 1 to 9223372036854775807)");
   }
   return JobId{value};
 }

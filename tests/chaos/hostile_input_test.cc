@@ -322,18 +322,19 @@ TEST_F(HostileTest, UnknownNegativeAndMalformedJobIdsAreClear) {
   seed();
   std::string before = stored();
   for (std::string command : {"show", "wait", "cancel", "reschedule"}) {
-    for (std::string id :
-         {"0", "-1", "-9223372036854775808", "1e3", "0x10", "+5", " 7", "7 ",
-          "abc", "", "12abc", "1.0", "\xff"}) {
+    for (std::string id : {"1e3", "0x10", "+5", " 7", "7 ", "-", "abc", "",
+                           "12abc", "1.0", "\xff"}) {
       ProcessResult r = pgjobq({command, id});
       std::string label = command + " " + printable(id);
       EXPECT_EQ(r.exit_code, 2) << label << "\n" << r.err;
       EXPECT_TRUE(OneLine(r.err)) << label;
       EXPECT_EQ(r.out, "") << label;
     }
-    // Ids past a bigint are numbers too, and name no job either.
-    for (std::string id : {"424242", "9223372036854775807",
-                           "9223372036854775808", "99999999999999999999"}) {
+    // 0, negative ids and ids past a bigint are integers too, and name no
+    // job either.
+    for (std::string id :
+         {"424242", "9223372036854775807", "9223372036854775808",
+          "99999999999999999999", "0", "-1", "-9223372036854775808"}) {
       std::vector<std::string> args{command, id};
       if (command == "wait") args.insert(args.end(), {"--timeout", "1"});
       ProcessResult r = pgjobq(args);

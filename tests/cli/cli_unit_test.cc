@@ -96,12 +96,15 @@ TEST(CliDuration, RefusesWhatIsNotADuration) {
 TEST(CliJobId, ParsesPositiveIntegersOnly) {
   EXPECT_EQ(parse_job_id("42").value, 42);
   EXPECT_EQ(parse_job_id("9223372036854775807").value, 9223372036854775807LL);
-  for (const char* bad : {"", "0", "-1", "+1", "1.5", "abc", "12a", " 1",
-                          "-9223372036854775809", "99999999999999999999a"}) {
+  for (const char* bad : {"", "-", "+1", "1.5", "abc", "12a", " 1", "1 ", "--1",
+                          "1-", "0x10", "99999999999999999999a"}) {
     EXPECT_EQ(usage_code_of([&] { parse_job_id(bad); }), kExitUsage) << bad;
   }
-  // Digits beyond a bigint are well formed, and name no job.
-  for (const char* none : {"9223372036854775808", "99999999999999999999"}) {
+  // Integers no job can have (0, negative, beyond a bigint) are well
+  // formed, and name no job.
+  for (const char* none :
+       {"0", "-1", "-0", "-9223372036854775808", "-9223372036854775809",
+        "9223372036854775808", "99999999999999999999"}) {
     EXPECT_EQ(usage_code_of([&] { parse_job_id(none); }), kExitNoSuchJob)
         << none;
   }

@@ -51,10 +51,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
     check(digits == std::to_string(id.value), "id is not the text's number");
   } catch (const pgjobq::cli::ExitError& e) {
     if (e.code() == pgjobq::cli::kExitNoSuchJob) {
-      // Only digits too many for a bigint name no job.
-      check(input.find_first_not_of("0123456789") == std::string_view::npos &&
-                input.size() >= 19,
-            "no such job for what is not a number");
+      // Only integers no job can have name no job: 0, negative, or too
+      // many digits for a bigint.
+      std::string_view digits = input;
+      bool negative = digits.starts_with('-');
+      if (negative) digits.remove_prefix(1);
+      bool integer =
+          !digits.empty() &&
+          digits.find_first_not_of("0123456789") == std::string_view::npos;
+      bool zero =
+          integer && digits.find_first_not_of('0') == std::string_view::npos;
+      check(integer && (negative || zero || digits.size() >= 19),
+            "no such job for what is not an integer no job can have");
     } else {
       check_refusal(e);
     }
