@@ -107,7 +107,18 @@ struct Launch {
   _exit(127);
 }
 
-void kill_own_group(int) { kill(0, SIGKILL); }
+// The worker, as the keeper knows it (set in the keeper, after the fork).
+pid_t keeper_worker = 0;
+
+// The keeper's parent-death signal: from the kernel, on behalf of the
+// worker's dying thread, or the worker gone already. The same signal sent
+// by anyone else (a command doing `kill -USR2 0`) is the command's to act
+// on, and the keeper reports what it did.
+void on_keeper_signal(int, siginfo_t* info, void*) {
+  if (info->si_pid == keeper_worker || getppid() != keeper_worker) {
+    kill(0, SIGKILL);
+  }
+}
 
 void set_disposition(int sig, void (*handler)(int)) {
   struct sigaction action {};
@@ -149,7 +160,12 @@ void set_disposition(int sig, void (*handler)(int)) {
     set_disposition(sig, SIG_IGN);
   }
   set_disposition(SIGCHLD, SIG_DFL);
-  set_disposition(kKeeperDeathSignal, kill_own_group);
+  keeper_worker = l.worker;
+  struct sigaction on_death {};
+  on_death.sa_sigaction = on_keeper_signal;
+  on_death.sa_flags = SA_SIGINFO;
+  sigemptyset(&on_death.sa_mask);
+  sigaction(kKeeperDeathSignal, &on_death, nullptr);
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, kKeeperDeathSignal);

@@ -322,6 +322,21 @@ TEST_F(CliRunnerTest, ASignalIsAnError) {
   }
 }
 
+// The keeper (the group's leader) ignores the signals a command may send
+// its own group, SIGUSR2 (its parent-death signal) included, so the
+// command's death is reported as it was.
+TEST_F(CliRunnerTest, ASignalTheCommandSendsItsGroupIsReportedAsItIs) {
+  for (int sig : {SIGUSR2, SIGUSR1, SIGTERM, SIGHUP}) {
+    std::string name = sigabbrev_np(sig);
+    CommandRunner runner = shell("kill -" + name + " 0; sleep 5");
+    auto started = std::chrono::steady_clock::now();
+    CommandOutcome out = run(runner);
+    EXPECT_FALSE(out.exited) << name;
+    EXPECT_EQ(out.signal, sig) << name;
+    EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(4)) << name;
+  }
+}
+
 TEST_F(CliRunnerTest, StdoutThatIsNotJsonIsAnError) {
   CommandRunner runner = shell("echo 'all done'");
   try {
