@@ -64,7 +64,7 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
       {"enqueue", q, "{}", "--wait", "--timeout", "5x"},
       {"wait"},
       {"wait", "abc"},
-      {"wait", "0"},
+      {"wait", "1x"},
       {"wait", "1", "--timeout", "-1"},
       {"wait", "1", "--timeout", ""},
       {"show", "1", "2"},
