@@ -38,6 +38,8 @@ using std::chrono::milliseconds;
 constexpr milliseconds kDrainGrace{1000};
 // Without a pidfd, how often to look whether the command has exited.
 constexpr milliseconds kExitPoll{20};
+// How much of the end of the command's stderr its job's error quotes.
+constexpr std::size_t kStderrTail = 1024;
 
 // Owns a file descriptor.
 class Fd {
@@ -97,6 +99,7 @@ struct Launch {
   pid_t worker;
   int stdin_fd;
   int stdout_fd;
+  int stderr_fd;
   // Write end of a close-on-exec pipe: an errno written here means the
   // command could not be started.
   int error_fd;
@@ -143,6 +146,11 @@ void set_disposition(int sig, void (*handler)(int)) {
   } else if (dup2(l.stdout_fd, STDOUT_FILENO) < 0) {
     write_errno_and_exit(l.error_fd, errno);
   }
+  if (l.stderr_fd == STDERR_FILENO) {
+    fcntl(l.stderr_fd, F_SETFD, 0);
+  } else if (dup2(l.stderr_fd, STDERR_FILENO) < 0) {
+    write_errno_and_exit(l.error_fd, errno);
+  }
   // Whatever the worker's libraries opened without O_CLOEXEC (a Redis
   // socket, say) is not the command's business; the error pipe is
   // close-on-exec and stays open until exec.
@@ -181,6 +189,7 @@ void set_disposition(int sig, void (*handler)(int)) {
   // to hold.
   close(l.stdin_fd);
   close(l.stdout_fd);
+  close(l.stderr_fd);
   close_range(3, ~0U, 0);
   int status = 0;
   while (waitpid(command, &status, 0) < 0) {
@@ -198,6 +207,92 @@ void set_disposition(int sig, void (*handler)(int)) {
   kill(getpid(), sig);
   _exit(128 + sig);
 }
+
+// The command's stderr: passed on to the worker's own as it arrives (the
+// command waits while the worker's stderr does, as it would writing there
+// itself), its last bytes kept for the job's error. The worker's stderr is
+// written only when poll says it can take more, at most PIPE_BUF bytes at
+// once, so when it is a pipe whose reader stalls, that stalls the
+// command's stderr, not the job's timeout or the worker's shutdown.
+class StderrTee {
+ public:
+  // `keep`: how many of the last bytes to keep.
+  StderrTee(int read_end, std::size_t keep) : from_(read_end), keep_(keep) {
+    set_nonblocking(from_.get());
+  }
+
+  // Adds what it waits for to the next poll.
+  void add_to(pollfd* fds, nfds_t& count) {
+    read_index_ = write_index_ = -1;
+    if (!pending_.empty()) {
+      write_index_ = static_cast<int>(count);
+      fds[count++] = {STDERR_FILENO, POLLOUT, 0};
+    } else if (from_.valid()) {
+      read_index_ = static_cast<int>(count);
+      fds[count++] = {from_.get(), POLLIN, 0};
+    }
+  }
+
+  // After the poll.
+  void on_poll(const pollfd* fds) {
+    if (write_index_ >= 0 && fds[write_index_].revents != 0) pass_on();
+    if (read_index_ >= 0 && fds[read_index_].revents != 0) take();
+  }
+
+  // Once the command has exited: whether what it wrote is all passed on.
+  // Reads what is left without waiting; processes it left behind that
+  // still hold its stderr are killed soon after, so no end of file is
+  // waited for.
+  bool caught_up() {
+    if (!pending_.empty()) return false;
+    return !take();
+  }
+
+  // The last bytes, and whether earlier ones were dropped.
+  const std::string& tail() const noexcept { return tail_; }
+  bool cut() const noexcept { return cut_; }
+
+ private:
+  // Reads once; whether it got anything.
+  bool take() {
+    if (!from_.valid()) return false;
+    char buffer[PIPE_BUF];
+    ssize_t n = read(from_.get(), buffer, sizeof buffer);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      from_.reset();
+      return false;
+    }
+    if (n < 0) return false;
+    std::string_view got(buffer, static_cast<std::size_t>(n));
+    if (passing_on_) pending_ = got;
+    tail_ += got;
+    if (tail_.size() > keep_) {
+      tail_.erase(0, tail_.size() - keep_);
+      cut_ = true;
+    }
+    return true;
+  }
+
+  void pass_on() {
+    ssize_t n = write(STDERR_FILENO, pending_.data(), pending_.size());
+    if (n > 0) {
+      pending_.erase(0, static_cast<std::size_t>(n));
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      // Closed or broken: the tail is still kept.
+      passing_on_ = false;
+      pending_.clear();
+    }
+  }
+
+  Fd from_;
+  std::size_t keep_;
+  std::string pending_;  // read, not yet passed on (at most PIPE_BUF)
+  std::string tail_;
+  bool cut_ = false;
+  bool passing_on_ = true;
+  int read_index_ = -1;
+  int write_index_ = -1;
+};
 
 bool only_whitespace(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [](char c) {
@@ -233,6 +328,7 @@ CommandRunner::CommandRunner(std::vector<std::string> argv,
   }
   description_ =
       "command \"" + escape_bytes(scrub_secrets(joined, secrets), 60) + "\"";
+  secrets_ = std::move(secrets);
 }
 
 CommandOutcome CommandRunner::run(
@@ -263,6 +359,13 @@ CommandOutcome CommandRunner::run(
   Fd out_read(out[0]);
   Fd out_write(out[1]);
 
+  int err[2];
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    throw Error("cannot create a pipe: " + error_text(errno));
+  }
+  Fd err_write(err[1]);
+  StderrTee err_tee(err[0], kStderrTail);
+
   int errors[2];
   if (pipe2(errors, O_CLOEXEC) != 0) {
     throw Error("cannot create a pipe: " + error_text(errno));
@@ -272,8 +375,9 @@ CommandOutcome CommandRunner::run(
 
   pid_t pid = -1;
   {
-    Launch launch{argv.data(),   envp.data(),     getpid(),
-                  in_read.get(), out_write.get(), error_write.get()};
+    Launch launch{argv.data(),      envp.data(),     getpid(),
+                  in_read.get(),    out_write.get(), err_write.get(),
+                  error_write.get()};
     // Starting and registering under one lock: kill_all() sees every
     // child, and none starts after it.
     std::lock_guard lock(mutex_);
@@ -304,6 +408,7 @@ CommandOutcome CommandRunner::run(
   }
   in_read.reset();
   out_write.reset();
+  err_write.reset();
   set_nonblocking(in_write.get());
   set_nonblocking(out_read.get());
   if (input.empty()) in_write.reset();
@@ -344,9 +449,9 @@ CommandOutcome CommandRunner::run(
         pidfd.reset();
       }
     }
-    if (exited && !out_read.valid()) break;
+    if (exited && !out_read.valid() && err_tee.caught_up()) break;
     if (exited && now >= drain_deadline) {
-      outcome.output_left_open = true;
+      outcome.output_left_open = out_read.valid();
       break;
     }
     if (outcome.stopped && !killed_hard && now >= kill_deadline) {
@@ -354,7 +459,7 @@ CommandOutcome CommandRunner::run(
       killed_hard = true;
     }
 
-    pollfd fds[4];
+    pollfd fds[5];
     nfds_t count = 0;
     int in_index = -1, out_index = -1, wake_index = -1;
     if (in_write.valid()) {
@@ -370,6 +475,7 @@ CommandOutcome CommandRunner::run(
       fds[count++] = {wake.get(), POLLIN, 0};
     }
     if (pidfd.valid()) fds[count++] = {pidfd.get(), POLLIN, 0};
+    err_tee.add_to(fds, count);
 
     milliseconds timeout = milliseconds::max();
     if (!exited && !pidfd.valid()) timeout = kExitPoll;
@@ -392,6 +498,7 @@ CommandOutcome CommandRunner::run(
       continue;
     }
 
+    err_tee.on_poll(fds);
     if (wake_index >= 0 && (fds[wake_index].revents & POLLIN)) {
       // The job's stop token: ask the whole group to stop, insist later.
       outcome.stopped = true;
@@ -444,6 +551,8 @@ CommandOutcome CommandRunner::run(
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  outcome.stderr_tail = err_tee.tail();
+  outcome.stderr_cut = err_tee.cut();
   if (exit_info.si_code == CLD_EXITED) {
     outcome.exited = true;
     outcome.exit_code = exit_info.si_status;
@@ -479,33 +588,57 @@ HandlerResult CommandRunner::handle(const JobContext& job) {
             "killed them, not reading further");
   }
   if (out.stopped) {
-    throw Error(
-        description_ +
+    throw Error(failure(
         " was stopped (job timeout or lost session): its process group was "
-        "killed");
+        "killed",
+        out));
   }
   if (out.output_overflow) {
-    throw Error(description_ + " wrote more than " +
-                std::to_string(max_output_) +
-                " bytes to stdout (the result limit): its process group was "
-                "killed");
+    throw Error(failure(" wrote more than " + std::to_string(max_output_) +
+                            " bytes to stdout (the result limit): its "
+                            "process group was killed",
+                        out));
   }
   if (!out.exited) {
-    throw Error(description_ + " was killed by " + signal_name(out.signal));
+    throw Error(failure(" was killed by " + signal_name(out.signal), out));
   }
   if (out.exit_code == kRescheduleExitCode) return HandlerResult::reschedule();
   if (out.exit_code != 0) {
-    throw Error(description_ + " exited with status " +
-                std::to_string(out.exit_code));
+    throw Error(
+        failure(" exited with status " + std::to_string(out.exit_code), out));
   }
   if (only_whitespace(out.output)) return HandlerResult::complete(nullptr);
   try {
     return HandlerResult::complete(
         parse_json(out.output, "its stdout", max_output_));
   } catch (const InvalidInput& e) {
-    throw Error(description_ + " exited 0, but " + e.what() +
-                " (stdout began \"" + escape_bytes(out.output, 60) + "\")");
+    throw Error(failure(std::string(" exited 0, but ") + e.what() +
+                            " (stdout began \"" + escape_bytes(out.output, 60) +
+                            "\")",
+                        out));
   }
+}
+
+std::string CommandRunner::failure(const std::string& what,
+                                   const CommandOutcome& out) const {
+  std::string message = description_ + what;
+  std::string_view tail = out.stderr_tail;
+  if (out.stderr_cut) {
+    // A secret cut at the front would be masked nowhere: drop as many
+    // bytes as the longest is long, so that what is left holds only whole
+    // ones.
+    std::size_t longest = 0;
+    for (const std::string& secret : secrets_) {
+      longest = std::max(longest, secret.size());
+    }
+    tail.remove_prefix(std::min(longest, tail.size()));
+  }
+  // One line (line breaks become spaces), passwords masked, bytes that
+  // are not printable ASCII escaped.
+  std::string text = escape_bytes(scrub_secrets(tail, secrets_), tail.size());
+  if (text.empty()) return message;
+  return message + "; its stderr " + (out.stderr_cut ? "ended" : "was") +
+         ": \"" + (out.stderr_cut ? "..." : "") + text + "\"";
 }
 
 void CommandRunner::wait_for_exit_if_killed() {

@@ -33,13 +33,18 @@ struct CommandOutcome {
   // It exited, but processes it left behind still held its stdout open
   // after a grace period; they were killed, unread.
   bool output_left_open = false;
+  // The last bytes it wrote to stderr (all of which went on to the
+  // worker's stderr), and whether earlier ones were dropped from here.
+  std::string stderr_tail;
+  bool stderr_cut = false;
 };
 
 // Runs CMD [ARG...] once per job, as the Worker's handler:
 //
 //  - the job's data JSON on its stdin; PGJOBQ_JOB_ID, PGJOBQ_QUEUE and
-//    PGJOBQ_ATTEMPT added to the worker's environment; stderr shared with
-//    the worker's;
+//    PGJOBQ_ATTEMPT added to the worker's environment; its stderr passed
+//    on to the worker's as it comes, and the end of it quoted in the
+//    error when the command fails (the worker's passwords masked);
 //  - in a process group of its own, so a terminal's Ctrl-C reaches the
 //    worker only (which lets the job finish), and a timeout kills every
 //    process the command started; that group dies with the worker, even
@@ -91,6 +96,10 @@ class CommandRunner {
   std::size_t max_output_;
   std::chrono::milliseconds kill_grace_;
   std::string description_;
+  std::vector<std::string> secrets_;
+
+  // `what` went wrong, with the end of the command's stderr, if any.
+  std::string failure(const std::string& what, const CommandOutcome& out) const;
 
   // After kill_all(): blocks until the process exits.
   void wait_for_exit_if_killed();

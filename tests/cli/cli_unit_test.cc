@@ -1,5 +1,6 @@
 // The command line's parsing and its command runner, without servers.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -480,6 +481,167 @@ TEST_F(CliRunnerTest, TheCommandLineInErrorsShowsNoPassword) {
     EXPECT_EQ(what.find("Env-Pw-22"), std::string::npos) << what;
     EXPECT_NE(what.find("--token=***"), std::string::npos) << what;
   }
+}
+
+// Points this process's stderr (fd 2) at `fd` (or /dev/null) until
+// destroyed.
+class StderrRedirect {
+ public:
+  explicit StderrRedirect(int fd = -1) : saved_(dup(STDERR_FILENO)) {
+    std::fflush(stderr);
+    if (fd >= 0) {
+      dup2(fd, STDERR_FILENO);
+    } else {
+      int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+      dup2(null, STDERR_FILENO);
+      close(null);
+    }
+  }
+  ~StderrRedirect() {
+    dup2(saved_, STDERR_FILENO);
+    close(saved_);
+  }
+  StderrRedirect(const StderrRedirect&) = delete;
+  StderrRedirect& operator=(const StderrRedirect&) = delete;
+
+ private:
+  int saved_;
+};
+
+std::string error_of(CommandRunner& runner) {
+  try {
+    JobContext job{JobId{7}, "mail", nullptr, 1, nullptr, {}};
+    runner.handle(job);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "the command did not fail";
+  return {};
+}
+
+TEST_F(CliRunnerTest, StderrGoesOnToTheWorkersAndItsEndIntoTheError) {
+  std::string log = dir_ + "/worker-stderr";
+  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  CommandRunner failing =
+      shell("echo 'connecting' >&2; echo 'error: disk full' >&2; exit 3");
+  CommandRunner succeeding = shell("echo 'sent 1 mail' >&2; echo '[1]'");
+  CommandRunner quiet = shell("exit 4");
+  std::string error;
+  std::string quiet_error;
+  {
+    StderrRedirect redirect(fd);
+    error = error_of(failing);
+    EXPECT_EQ(handle(succeeding).result(), nlohmann::json({1}));
+    quiet_error = error_of(quiet);
+  }
+  close(fd);
+  std::ifstream in(log);
+  std::string passed_on((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(passed_on, "connecting\nerror: disk full\nsent 1 mail\n");
+  // One line; the end of a short stderr is all of it.
+  EXPECT_TRUE(error.ends_with(
+      "exited with status 3; its stderr was: \"connecting error: disk "
+      "full\""))
+      << error;
+  // Nothing on stderr, nothing quoted.
+  EXPECT_TRUE(quiet_error.ends_with("exited with status 4")) << quiet_error;
+}
+
+TEST_F(CliRunnerTest, TheErrorQuotesOnlyTheEndOfALongStderr) {
+  std::string log = dir_ + "/worker-stderr";
+  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  // 200,000 bytes of noise, then the line that matters, then a signal.
+  CommandRunner runner = shell(
+      "head -c 200000 /dev/zero | tr '\\0' x >&2; echo >&2; "
+      "printf 'Fatal: \\303\\251chec\\n' >&2; kill -TERM $$");
+  std::string error;
+  {
+    StderrRedirect redirect(fd);
+    error = error_of(runner);
+  }
+  close(fd);
+  EXPECT_EQ(std::filesystem::file_size(log), 200000u + 1 + 14);
+  EXPECT_NE(error.find("was killed by SIGTERM; its stderr ended: \"...xxx"),
+            std::string::npos)
+      << error;
+  // Not printable ASCII is escaped; the last line is there.
+  EXPECT_TRUE(error.ends_with("xxx Fatal: \\xc3\\xa9chec\"")) << error;
+  EXPECT_LT(error.size(), 1300u) << error;
+}
+
+TEST_F(CliRunnerTest, TheWorkersPasswordsAreMaskedInTheQuotedStderr) {
+  const std::string secret = "Stderr-Secret-6604";
+  // The first time whole; the second time cut by the start of the kept
+  // tail, 5 bytes of it inside the 1,024 kept.
+  CommandRunner whole({"sh", "-c", "echo \"token $0\" >&2; exit 3", secret},
+                      100, milliseconds(2000), {secret});
+  CommandRunner cut(
+      {"sh", "-c",
+       "printf '%s' \"$0\" >&2; head -c 1019 /dev/zero | tr '\\0' y >&2; "
+       "exit 3",
+       secret},
+      100, milliseconds(2000), {secret});
+  std::string whole_error;
+  std::string cut_error;
+  {
+    StderrRedirect redirect;
+    whole_error = error_of(whole);
+    cut_error = error_of(cut);
+  }
+  EXPECT_TRUE(whole_error.ends_with("its stderr was: \"token ***\""))
+      << whole_error;
+  EXPECT_NE(cut_error.find("its stderr ended: \"...yyy"), std::string::npos)
+      << cut_error;
+  EXPECT_EQ(cut_error.find("ecret"), std::string::npos) << cut_error;
+  EXPECT_EQ(cut_error.find("6604"), std::string::npos) << cut_error;
+}
+
+// A process left behind that holds the command's stderr does not hold up
+// the job (it is killed with the group), and a worker's stderr that takes
+// nothing (a pipe no one reads) does not hold up the job's stop.
+TEST_F(CliRunnerTest, NeitherALeftBehindNorAStalledStderrHangsTheJob) {
+  CommandRunner leaves = shell("sleep 60 >/dev/null & echo $! > " + dir_ +
+                               "/bg; echo '[2]'; echo bye >&2");
+  int stalled[2];
+  ASSERT_EQ(pipe2(stalled, O_CLOEXEC), 0);
+  CommandRunner floods = shell("head -c 10000000 /dev/zero >&2; sleep 60");
+  CommandOutcome left;
+  CommandOutcome flooded;
+  auto started = std::chrono::steady_clock::now();
+  milliseconds leaves_took{};
+  {
+    StderrRedirect redirect;
+    left = run(leaves);
+    leaves_took = std::chrono::duration_cast<milliseconds>(
+        std::chrono::steady_clock::now() - started);
+  }
+  {
+    StderrRedirect redirect(stalled[1]);
+    std::stop_source stop;
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(milliseconds(300));
+      stop.request_stop();
+    });
+    started = std::chrono::steady_clock::now();
+    flooded = run(floods, {}, stop.get_token());
+    stopper.join();
+  }
+  auto flood_took = std::chrono::steady_clock::now() - started;
+  close(stalled[0]);
+  close(stalled[1]);
+  EXPECT_TRUE(left.exited);
+  EXPECT_EQ(left.output, "[2]\n");
+  EXPECT_EQ(left.stderr_tail, "bye\n");
+  EXPECT_FALSE(left.output_left_open);
+  // The drain grace (1 s) is for stdout only.
+  EXPECT_LT(leaves_took, milliseconds(900));
+  pid_t background = std::stoi(read("bg"));
+  EXPECT_TRUE(eventually([&] { return test::process_gone(background); }));
+  kill(background, SIGKILL);
+  EXPECT_TRUE(flooded.stopped);
+  EXPECT_LT(flood_took, seconds(5));
 }
 
 TEST_F(CliRunnerTest, EveryChildIsReaped) {

@@ -169,6 +169,26 @@ TEST_F(CliWorkTest, CrashPolicyRecordsTheErrorAndExitsNonZero) {
   EXPECT_TRUE(contains(last, "pgjobq: error:")) << err;
 }
 
+TEST_F(CliWorkTest, TheEndOfAFailedCommandsStderrIsRecordedOnTheJob) {
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work({q},
+                     "echo 'connecting to smtp.example' >&2; "
+                     "echo 'error: timed out' >&2; exit 3");
+  std::optional<int> code = worker->wait(milliseconds(30000));
+  ASSERT_TRUE(code.has_value()) << worker->err();
+  EXPECT_EQ(*code, 1);
+  std::string error = job_field(id, "error");
+  EXPECT_TRUE(contains(error,
+                       "exited with status 3; its stderr was: \"connecting "
+                       "to smtp.example error: timed out\""))
+      << error;
+  // It also went on to the worker's stderr as it came, line by line.
+  EXPECT_TRUE(contains(worker->err(),
+                       "\nconnecting to smtp.example\nerror: timed out\n"))
+      << worker->err();
+}
+
 TEST_F(CliWorkTest, RetryPolicyGivesUpAfterMaxAttempts) {
   std::string q = queue();
   JobId id = add_job(q, "{}");
