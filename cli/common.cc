@@ -1,9 +1,12 @@
 #include "cli/common.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -103,16 +106,70 @@ PgConnPtr connect(const Connections& connections,
   return conn;
 }
 
+namespace {
+
+// The SQLSTATE a server refused a connection with, from an error message
+// libpq built with PQERRORS_SQLSTATE: its last line is "SEVERITY:  XXXXX"
+// (the severity maybe translated). Empty when the server said nothing
+// (no answer, or libpq's own error).
+std::string_view refusal_sqlstate(std::string_view message) {
+  while (message.ends_with('\n')) message.remove_suffix(1);
+  if (message.size() < 8) return {};
+  std::string_view code = message.substr(message.size() - 5);
+  bool well_formed = std::all_of(code.begin(), code.end(), [](char c) {
+    return is_digit(c) || (c >= 'A' && c <= 'Z');
+  });
+  if (!well_formed || !message.substr(0, message.size() - 5).ends_with(":  ")) {
+    return {};
+  }
+  return code;
+}
+
+}  // namespace
+
 bool worth_reconnecting(const Connections& connections) {
   // The URL connect_database would use; empty means the PG* variables.
   std::string url = connections.db_url;
   if (url.empty()) {
     if (const char* env = std::getenv("DATABASE_URL"); env) url = env;
   }
-  const char* keys[] = {"connect_timeout", "dbname", nullptr};
-  const char* values[] = {"2", url.c_str(), nullptr};
-  PGPing ping = PQpingParams(keys, values, 1);
-  return ping == PQPING_REJECT || ping == PQPING_NO_RESPONSE;
+  // A connection of our own, started by hand to ask for errors as SQLSTATE
+  // codes, which are never translated. (PQping says only whether the
+  // server answered: a refusal for too many connections, which passes,
+  // reads the same to it as a wrong password, which does not.)
+  const char* keys[] = {"dbname", nullptr};
+  const char* values[] = {url.c_str(), nullptr};
+  PgConnPtr probe(PQconnectStartParams(keys, values, 1));
+  if (!probe || PQstatus(probe.get()) == CONNECTION_BAD) {
+    return !probe || refusal_sqlstate(PQerrorMessage(probe.get())).empty();
+  }
+  PQsetErrorVerbosity(probe.get(), PQERRORS_SQLSTATE);
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+  while (state != PGRES_POLLING_OK && state != PGRES_POLLING_FAILED) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(
+        give_up - std::chrono::steady_clock::now());
+    // No answer in time: a server that is not answering may yet.
+    if (left.count() <= 0) return true;
+    pollfd p{
+        PQsocket(probe.get()),
+        static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT),
+        0};
+    if (poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) {
+      return true;
+    }
+    if (p.revents != 0) state = PQconnectPoll(probe.get());
+  }
+  if (state == PGRES_POLLING_OK) return true;
+  // libpq refused to go on without a password it was not given.
+  if (PQconnectionNeedsPassword(probe.get())) return false;
+  std::string_view code = refusal_sqlstate(PQerrorMessage(probe.get()));
+  // Refusals that pass: out of connections, memory or disk (class 53),
+  // starting up or shutting down (57P01-57P03). Any other (a password, a
+  // role, a database gone or closed to connections, pg_hba) will come
+  // again.
+  return code.empty() || code.starts_with("53") || code == "57P01" ||
+         code == "57P02" || code == "57P03";
 }
 
 int exit_code_for(const std::exception& error) noexcept {

@@ -48,10 +48,13 @@ PgConnPtr connect(const Connections& connections);
 PgConnPtr connect(const Connections& connections,
                   std::chrono::milliseconds within);
 // Whether a connection that just failed is worth trying again: the server
-// did not answer, or cannot take connections yet (starting up, shutting
-// down, recovering). One that answers and refused (a password, a role, a
-// database gone, pg_hba) will refuse again. Asks the server (PQping), so
-// that no message, maybe translated, has to be read.
+// did not answer, cannot take connections yet (starting up, shutting
+// down, recovering), or is out of connections (max_connections, a role's
+// or a database's CONNECTION LIMIT) or other resources. One that answers
+// and refused otherwise (a password, a role, a database gone or closed to
+// connections, pg_hba) will refuse again. Asks the server with a
+// connection of its own, reading its refusal's SQLSTATE, so that no
+// message, maybe translated, has to be read.
 bool worth_reconnecting(const Connections& connections);
 
 // An error with its own exit code, for outcomes the library reports as

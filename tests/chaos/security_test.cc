@@ -664,6 +664,32 @@ TEST_F(WaitOutageTest, WaitRidesOutAPostgresqlRestart) {
   EXPECT_FALSE(contains(waiter->err(), kPassword)) << waiter->err();
 }
 
+// A server out of connections (here the role's CONNECTION LIMIT; a full
+// max_connections reads the same, SQLSTATE 53300) refuses the waiter's
+// reconnection for a while: the wait keeps trying, and still sees its job
+// end. It used to give up at the second refusal (exit 1), as it does for
+// refusals that come again (CliWaitReconnectTest).
+TEST_F(WaitOutageTest, WaitRidesOutTooManyConnections) {
+  auto waiter = start({"--db", url_, "wait", id_, "--timeout", "60"});
+  std::string backend;
+  ASSERT_TRUE(
+      wait_until([&] { return !(backend = waiters_backend()).empty(); }));
+  pg_->admin("ALTER ROLE app CONNECTION LIMIT 0");
+  pg_->admin("SELECT pg_terminate_backend(" + backend + ")");
+  // Refused again and again for 3 s (the retries start 0.1 s apart).
+  std::this_thread::sleep_for(milliseconds(3000));
+  EXPECT_FALSE(waiter->wait(milliseconds(0)).has_value()) << waiter->err();
+  pg_->admin("ALTER ROLE app CONNECTION LIMIT -1");
+  ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); },
+                         milliseconds(20000)))
+      << waiter->err();
+  ASSERT_EQ(pgjobq({"--db", url_, "cancel", id_}).exit_code, 0);
+  std::optional<int> code = waiter->wait(milliseconds(30000));
+  EXPECT_EQ(code, 5) << waiter->err();
+  EXPECT_TRUE(contains(waiter->err(), "reconnected")) << waiter->err();
+  EXPECT_FALSE(contains(waiter->err(), kPassword)) << waiter->err();
+}
+
 // A server that hangs (takes connections, answers none) once the waiter
 // has lost its session: each reconnect attempt is bounded by --timeout,
 // and the wait ends about on time with the connection error. It used to
