@@ -247,7 +247,22 @@ Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
 FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
                                 std::int64_t claim_after, int claim_limit,
                                 int max_attempts, bool in_transaction) {
-  nlohmann::json finish = nlohmann::json::array();
+  // The finished jobs' array is written as text: a completed job's result
+  // goes in as the handler's check wrote it, neither copied nor dumped
+  // again.
+  std::string finish;
+  auto add_finished = [&finish](const nlohmann::json& fields,
+                                const std::string* result_text) {
+    std::string entry = storable_json(fields);
+    if (result_text) {
+      entry.pop_back();  // the object's '}'
+      entry += ",\"result\":";
+      entry += *result_text;
+      entry += '}';
+    }
+    finish += finish.empty() ? '[' : ',';
+    finish += entry;
+  };
   nlohmann::json requeue = nlohmann::json::array();
   nlohmann::json release = nlohmann::json::array();
   std::unordered_map<std::int64_t, const Outcome*> by_id;
@@ -255,19 +270,20 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
     by_id[o.id.value] = &o;
     switch (o.kind) {
       case Outcome::Kind::completed:
-        finish.push_back({{"id", o.id.value},
-                          {"attempt", o.attempt},
-                          {"state", "completed"},
-                          {"result", o.result},
-                          {"started_us", server_time_or_null(o.started_us)},
-                          {"finished_us", server_time_or_null(o.finished_us)}});
+        add_finished({{"id", o.id.value},
+                      {"attempt", o.attempt},
+                      {"state", "completed"},
+                      {"started_us", server_time_or_null(o.started_us)},
+                      {"finished_us", server_time_or_null(o.finished_us)}},
+                     &o.result_text);
         break;
       case Outcome::Kind::failed:
-        finish.push_back({{"id", o.id.value},
-                          {"attempt", o.attempt},
-                          {"state", "failed"},
-                          {"error", o.error},
-                          {"finished_us", server_time_or_null(o.finished_us)}});
+        add_finished({{"id", o.id.value},
+                      {"attempt", o.attempt},
+                      {"state", "failed"},
+                      {"error", o.error},
+                      {"finished_us", server_time_or_null(o.finished_us)}},
+                     nullptr);
         break;
       case Outcome::Kind::requeued:
         requeue.push_back({{"id", o.id.value}, {"attempt", o.attempt}});
@@ -320,7 +336,7 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
     requeue_at = add(sql::kRequeueJobs, {queue_id, storable_json(requeue)});
   }
   if (!finish.empty()) {
-    finish_at = add(sql::kFinishJobs, {queue_id, storable_json(finish)});
+    finish_at = add(sql::kFinishJobs, {queue_id, finish + ']'});
   }
   if (!release.empty()) {
     release_at = add(sql::kReleaseJobs, {queue_id, storable_json(release)});

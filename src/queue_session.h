@@ -82,7 +82,7 @@ class ServerClock {
 // What became of a claimed job, waiting to be committed.
 struct Outcome {
   enum class Kind {
-    completed,  // result is the handler's result
+    completed,  // result_text is the handler's result
     failed,     // final: error says why (max attempts)
     requeued,   // sent to the back of the queue
     errored,    // handler error: back to pending, error recorded
@@ -91,13 +91,12 @@ struct Outcome {
   Kind kind;
   JobId id;
   int attempt = 0;
-  nlohmann::json result;
   std::string error;
   // When its handler started and returned, on ServerClock (0: unknown).
   std::int64_t started_us = 0;
   std::int64_t finished_us = 0;
   // A completed job's result as JSON text, as the handler's check wrote it:
-  // what is published once it commits.
+  // what is stored, as it is, and published once it commits.
   std::string result_text{};
 };
 

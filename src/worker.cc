@@ -169,7 +169,6 @@ class Runner {
  private:
   struct HandlerRun {
     enum class Kind { completed, requeued, error } kind;
-    nlohmann::json result;
     std::string error;
     SteadyClock::time_point started{};
     SteadyClock::time_point finished{};
@@ -324,18 +323,14 @@ class Runner {
           !done_.empty() && !options_.transactional) {
         commit(s, false, false);
       }
-      Outcome done{Outcome::Kind::completed,
-                   job.id,
-                   job.attempt,
-                   std::move(run.result),
-                   {}};
+      Outcome done{Outcome::Kind::completed, job.id, job.attempt, {}};
       done.result_text = std::move(run.result_text);
       done.started_us = clock_.at(run.started);
       done.finished_us = clock_.at(run.finished);
       add_done(std::move(done));
       progress_made();
     } else {
-      add_done({Outcome::Kind::requeued, job.id, job.attempt, nullptr, {}});
+      add_done({Outcome::Kind::requeued, job.id, job.attempt, {}});
       rescheduled_.insert(job.id.value);
     }
     if (options_.transactional) return commit_with_handler(s, job);
@@ -402,8 +397,7 @@ class Runner {
   void give_back_unstarted(QueueSession& s) {
     for (const ClaimedJob& j : batch_) {
       if (!j.spent) {
-        done_.push_back(
-            {Outcome::Kind::unclaimed, j.id, j.attempt, nullptr, {}});
+        done_.push_back({Outcome::Kind::unclaimed, j.id, j.attempt, {}});
       }
     }
     batch_.clear();
@@ -535,7 +529,7 @@ class Runner {
     log(LogLevel::warning, queue_label(queue_) + ": job " +
                                std::to_string(job.id.value) + ": " + why +
                                "; marking it failed");
-    Outcome failed{Outcome::Kind::failed, job.id, job.attempt, nullptr, why};
+    Outcome failed{Outcome::Kind::failed, job.id, job.attempt, why};
     failed.finished_us = clock_.at(SteadyClock::now());
     add_done(std::move(failed));
     progress_made();
@@ -612,7 +606,7 @@ class Runner {
     JobContext context{
         job.id,   queue_,           job.data,           job.attempt,
         s.conn(), stop.get_token(), &wake_after_commit_};
-    HandlerRun run{HandlerRun::Kind::error, nullptr, {}};
+    HandlerRun run{HandlerRun::Kind::error, {}};
     std::string result_text;
     try {
       HandlerResult result = w_.handler(context);
@@ -626,7 +620,6 @@ class Runner {
       }
       run = {result.rescheduled() ? HandlerRun::Kind::requeued
                                   : HandlerRun::Kind::completed,
-             result.result(),
              {}};
       run.result_text = std::move(result_text);
     } catch (const std::exception& e) {
@@ -657,7 +650,7 @@ class Runner {
     // The watchdog stops a handler for two reasons: its session was lost
     // (thrown above) or its timeout passed.
     if (timed_out) {
-      run = {HandlerRun::Kind::error, nullptr,
+      run = {HandlerRun::Kind::error,
              "timed out after " +
                  std::to_string(
                      options_.job_timeout.value_or(milliseconds(0)).count()) +
@@ -693,7 +686,7 @@ class Runner {
         return;
       }
       if (run.kind != HandlerRun::Kind::error) {
-        run = {HandlerRun::Kind::error, nullptr,
+        run = {HandlerRun::Kind::error,
                status == PQTRANS_INERROR
                    ? "the handler's transaction failed (a statement "
                      "errored)"
@@ -710,7 +703,7 @@ class Runner {
     if (status != PQTRANS_IDLE) {
       s.rollback();
       if (run.kind != HandlerRun::Kind::error) {
-        run = {HandlerRun::Kind::error, nullptr,
+        run = {HandlerRun::Kind::error,
                "the handler left a transaction open on the worker's "
                "connection"};
       }
@@ -729,8 +722,7 @@ class Runner {
     log(transient ? LogLevel::warning : LogLevel::error,
         queue_label(queue_) + ": " + describe(job) + " failed: " + error +
             (transient ? "; running it again" : ""));
-    Outcome errored{Outcome::Kind::errored, job.id, job.attempt, nullptr,
-                    error};
+    Outcome errored{Outcome::Kind::errored, job.id, job.attempt, error};
     errored.started_us = started_us;
     add_done(std::move(errored));
     progress_made();
