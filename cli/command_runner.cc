@@ -264,7 +264,7 @@ class StderrTee {
     }
     if (n < 0) return false;
     std::string_view got(buffer, static_cast<std::size_t>(n));
-    if (passing_on_) pending_ = got;
+    if (passing_on_) pending_.append(got);
     tail_ += got;
     if (tail_.size() > keep_) {
       tail_.erase(0, tail_.size() - keep_);
