@@ -73,8 +73,10 @@ void add_job_commands(CLI::App& app, const ConnectionsPtr& c,
         app, "enqueue", "Enqueue one job and wake the queue's worker",
         "Prints the job id; with --wait, then the job's result JSON. Exit 3\n"
         "if the queue is full (nothing is enqueued), with --wait 4 on timeout\n"
-        "and 5 if the job failed. If Redis is down the job is still enqueued\n"
-        "(exit 0, a warning on stderr): the worker finds it by polling.\n"
+        "and 5 if the job failed or was cancelled. --timeout counts from when\n"
+        "the job data has been read (stdin is read to its end first). If\n"
+        "Redis is down the job is still enqueued (exit 0, a warning on\n"
+        "stderr): the worker finds it by polling.\n"
         "\n"
         "Examples:\n"
         "  pgjobq enqueue mail '{\"to\": \"ada@example.com\"}'\n"

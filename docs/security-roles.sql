@@ -18,10 +18,12 @@
 --
 -- Nobody but the owner can change the schema (CREATE, ALTER, DROP).
 
--- Everyone: find the schema, read queues and jobs (status, show, wait).
+-- Everyone: find the schema, read queues and jobs (status, show, wait),
+-- and the versions applied (`pgjobq migrate` finds the schema up to date).
 GRANT USAGE ON SCHEMA pgjobq
   TO pgjobq_enqueuer, pgjobq_worker, pgjobq_operator;
-GRANT SELECT ON pgjobq.queues, pgjobq.queue_progress, pgjobq.jobs
+GRANT SELECT ON pgjobq.queues, pgjobq.queue_progress, pgjobq.jobs,
+  pgjobq.schema_migrations
   TO pgjobq_enqueuer, pgjobq_worker, pgjobq_operator;
 
 -- The enqueuing application: add jobs, creating a queue on its first job.

@@ -16,9 +16,14 @@ namespace pgjobq {
 
 // Creates or upgrades pgjobq's schema (the `pgjobq` schema in the connected
 // database). Safe to run again and from several processes at once: they
-// take turns on an advisory lock. Must be called outside a transaction.
-// Returns how many migrations were applied (0 when up to date). Throws
-// DatabaseError, ConnectionError.
+// take turns on an advisory lock, waiting for it without the role's or
+// database's statement and lock timeouts (the migrations' own statements
+// keep them). Must be called outside a transaction.
+// Returns how many migrations were applied (0 when up to date; finding
+// that needs only read access to pgjobq.schema_migrations, no right to
+// create). Throws Error, changing nothing, for a schema a newer pgjobq
+// migrated (a version beyond schema_version()); DatabaseError,
+// ConnectionError.
 int migrate(PGconn* db);
 
 // The schema version this library needs.

@@ -564,6 +564,28 @@ inline constexpr pg::Statement kMigrationLock{"pgjobq_migration_lock", R"sql(
 SELECT pg_advisory_xact_lock(1886220544, 0)
 )sql"};
 
+// The wait limits in force (statement_timeout, lock_timeout and, from
+// PostgreSQL 17, transaction_timeout), by name; kLiftWaitLimitsLocally
+// then lifts them for the rest of the transaction: a migrator waits in
+// kMigrationLock for as long as the one ahead of it takes ("safe to run
+// concurrently"), whatever limits the role or the database set. They are
+// put back with kSetLocal once the lock is held, so that the migrations'
+// own statements keep them (a DBA's lock_timeout on DDL is policy).
+inline constexpr pg::Statement kWaitLimits{"pgjobq_wait_limits", R"sql(
+SELECT name, current_setting(name) FROM pg_settings
+WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')
+)sql"};
+inline constexpr pg::Statement kLiftWaitLimitsLocally{
+    "pgjobq_lift_wait_limits_locally", R"sql(
+SELECT set_config(name, '0', true) FROM pg_settings
+WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')
+)sql"};
+
+// $1 setting, $2 value: for the rest of the transaction.
+inline constexpr pg::Statement kSetLocal{"pgjobq_set_local", R"sql(
+SELECT set_config($1, $2, true)
+)sql"};
+
 inline constexpr pg::Statement kMigrationsTable{"pgjobq_migrations_table",
                                                 R"sql(
 CREATE SCHEMA IF NOT EXISTS pgjobq;
@@ -572,6 +594,19 @@ CREATE TABLE IF NOT EXISTS pgjobq.schema_migrations (
   name text NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT now()
 );
+)sql"};
+
+// Whether pgjobq.schema_migrations exists, read from the catalogs, which
+// every role may read: kMigrationsTable runs only when it does not, since
+// PostgreSQL checks CREATE SCHEMA IF NOT EXISTS for the right to create in
+// the database before it looks whether the schema exists (a role that may
+// not create anything could not even learn that nothing is to be done).
+inline constexpr pg::Statement kMigrationsTableExists{
+    "pgjobq_migrations_table_exists", R"sql(
+SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = 'pgjobq' AND c.relname = 'schema_migrations')
 )sql"};
 
 inline constexpr pg::Statement kAppliedMigrations{"pgjobq_applied_migrations",

@@ -242,6 +242,36 @@ TEST_F(RolesTest, WorkerCanRunJobsButNotAddCancelOrDeleteThem) {
   expect_no_schema_changes(worker.get());
 }
 
+// `pgjobq migrate` run by a role that may not create anything (a worker's
+// or the application's, say before it starts serving) finds an up-to-date
+// schema up to date, instead of failing on CREATE SCHEMA IF NOT EXISTS,
+// which PostgreSQL checks for the right to create before it looks whether
+// the schema exists. A migration it would have to apply still needs the
+// owner, and says so in one line without changing anything.
+TEST_F(RolesTest, EveryRoleFindsAnUpToDateSchemaUpToDate) {
+  for (const char* role : {"enqueuer", "worker", "operator"}) {
+    SCOPED_TRACE(role);
+    ProcessResult r = pgjobq({"--db", url_as(role), "migrate"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(contains(r.out, "up to date")) << r.out;
+    EXPECT_EQ(r.err, "");
+  }
+  std::string latest = std::to_string(schema_version());
+  PgConnPtr owner = connect();
+  exec(owner.get(),
+       "DELETE FROM pgjobq.schema_migrations WHERE version = " + latest);
+  ProcessResult r = pgjobq({"--db", url_as("worker"), "migrate"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "owner")) << r.err;
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.schema_migrations WHERE "
+                        "version = " +
+                        latest),
+            "0");
+  ProcessResult as_owner = pgjobq({"--db", db_url(), "migrate"});
+  EXPECT_EQ(as_owner.exit_code, 0) << as_owner.err;
+}
+
 TEST_F(RolesTest, OperatorCanCancelRescheduleAndPruneButNotAddJobs) {
   std::string q = queue();
   PgConnPtr owner = connect();

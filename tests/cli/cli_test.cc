@@ -8,12 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/cli_fixture.h"
+#include "pgjobq/admin.h"
 #include "pgjobq/connection.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
@@ -163,6 +166,54 @@ TEST_F(CliTest, MigrateCreatesTheSchemaAndIsSafeToRunAgain) {
 
   PQclear(
       PQexec(admin.get(), ("DROP DATABASE " + name + " WITH (FORCE)").c_str()));
+}
+
+// A database migrated by a newer pgjobq holds migrations this binary does
+// not know: "up to date" would be false, and an operator rolling back a
+// deploy must hear that the schema is ahead of the binary.
+TEST_F(CliTest, MigrateRefusesASchemaNewerThanItself) {
+  int newer = schema_version() + 1;
+  PgConnPtr conn = connect();
+  exec(conn.get(),
+       "INSERT INTO pgjobq.schema_migrations (version, name) VALUES (" +
+           std::to_string(newer) + ", 'from_the_future')");
+  ProcessResult r = pgjobq({"migrate"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "newer")) << r.err;
+  EXPECT_TRUE(contains(r.err, "version " + std::to_string(newer))) << r.err;
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.schema_migrations"),
+            std::to_string(newer));
+}
+
+// "Safe to run concurrently" under the limits production databases often
+// set: a migrator waits its turn on the migration lock however long the
+// one ahead takes, as a standby waits for its queue, instead of failing
+// with "canceling statement due to lock timeout" (or statement timeout).
+// The migrations' own statements keep those limits.
+TEST_F(CliTest, MigrateWaitsItsTurnDespiteLockAndStatementTimeouts) {
+  PgConnPtr admin = connect();
+  exec(admin.get(),
+       "ALTER DATABASE " + db_name() + " SET lock_timeout = '100ms'");
+  exec(admin.get(),
+       "ALTER DATABASE " + db_name() + " SET statement_timeout = '300ms'");
+  PgConnPtr holder = connect();  // another migrator, taking its time
+  exec(holder.get(), "SELECT pg_advisory_lock(1886220544, 0)");
+  auto migrator = start({"migrate"});
+  EXPECT_TRUE(wait_until([&] {
+    return query_value(
+               "SELECT count(*) FROM pg_locks WHERE locktype = "
+               "'advisory' AND classid = 1886220544 AND objid = 0 "
+               "AND NOT granted") == "1";
+  })) << migrator->err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_TRUE(migrator->running()) << migrator->err();
+  exec(holder.get(), "SELECT pg_advisory_unlock(1886220544, 0)");
+  EXPECT_EQ(migrator->wait(std::chrono::milliseconds(10000)), 0)
+      << migrator->err();
+  EXPECT_TRUE(contains(migrator->out(), "up to date")) << migrator->out();
+  EXPECT_EQ(migrator->err(), "");
 }
 
 // ------------------------------------------------------------ enqueue
