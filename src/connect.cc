@@ -93,6 +93,11 @@ PgConnPtr connect(std::string_view url_arg, std::span<const Keyword> extra) {
   }
   keys.push_back("dbname");
   values.push_back(url.c_str());
+  // After the URL, so that it wins over it (and over PGCLIENTENCODING and
+  // the role's settings): pgjobq's own statements exchange UTF-8 JSON, and
+  // in another encoding the server would convert it into mojibake.
+  keys.push_back("client_encoding");
+  values.push_back("UTF8");
   keys.push_back(nullptr);
   values.push_back(nullptr);
   PgConnPtr conn(PQconnectdbParams(keys.data(), values.data(), 1));

@@ -46,6 +46,36 @@ std::optional<std::vector<JobId>> insert(PGconn* db, std::string_view queue,
   return ids;
 }
 
+// `text` (data's JSON, serialize_payload's) as this session can send it.
+// A session in another client encoding than UTF8 has the server read the
+// text in that encoding: UTF-8 would be stored as mojibake. JSON's \u
+// escapes are ASCII, which every client encoding reads alike.
+std::string for_session(PGconn* db, const nlohmann::json& data,
+                        std::string text) {
+  if (pg::utf8_session(db) || std::all_of(text.begin(), text.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x80;
+      })) {
+    return text;
+  }
+  return data.dump(-1, ' ', true);
+}
+
+// PostgreSQL ends the session of a client that sends a message over 1 GiB
+// ("invalid message length"): refuse what would not fit before sending it,
+// rather than lose the caller's connection and transaction. (The rest of
+// the message, the statement and the other parameters, is far below the
+// margin.)
+constexpr std::size_t kMaxSentBytes = (std::size_t{1} << 30) - (1 << 20);
+
+void check_sendable(const std::string& text, std::string_view what) {
+  if (text.size() > kMaxSentBytes) {
+    throw InvalidInput(std::string(what) + " is " +
+                       std::to_string(text.size()) +
+                       " bytes of JSON, more than PostgreSQL accepts in one "
+                       "message (1 GiB)");
+  }
+}
+
 void check_limit(std::int64_t limit) {
   if (limit <= 0) {
     throw InvalidInput("the back-pressure limit must be positive, not " +
@@ -68,7 +98,10 @@ std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
   check_limit(options.limit);
   pg::Param params[] = {
       pg::param(queue), pg::param(options.limit),
-      serialize_payload(data, options.max_payload_bytes, "job data")};
+      for_session(
+          db, data,
+          serialize_payload(data, options.max_payload_bytes, "job data"))};
+  check_sendable(*params[2], "job data");
   try {
     pg::Result row = pg::exec(db, sql::kInsertJob, params);
     if (row.is_null(0, 0)) return std::nullopt;  // the limit refused
@@ -94,10 +127,14 @@ std::optional<std::vector<JobId>> enqueue_many(
   std::string payloads = "[";
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     if (i > 0) payloads += ',';
-    payloads += serialize_payload(jobs[i], options.max_payload_bytes,
-                                  "data of job " + std::to_string(i + 1));
+    payloads +=
+        for_session(db, jobs[i],
+                    serialize_payload(jobs[i], options.max_payload_bytes,
+                                      "data of job " + std::to_string(i + 1)));
   }
   payloads += ']';
+  check_sendable(payloads,
+                 "the batch of " + std::to_string(jobs.size()) + " jobs");
   try {
     return insert(db, queue, std::move(payloads),
                   static_cast<std::int64_t>(jobs.size()), options.limit);

@@ -32,17 +32,20 @@ std::string describe(JobId id) { return "job " + std::to_string(id.value); }
 std::optional<Job> query_job(PGconn* db, JobId id) {
   try {
     pg::Param params[] = {pg::param(id.value)};
-    pg::Result row = pg::exec(db, sql::kSelectJob, params);
+    bool utf8 = pg::utf8_session(db);
+    pg::Result row =
+        pg::exec(db, utf8 ? sql::kSelectJob : sql::kSelectJobAsUtf8, params);
     if (row.rows() == 0) return std::nullopt;
+    auto text = [&](int col) {
+      return utf8 ? std::string(row.text(0, col)) : row.bytes(0, col);
+    };
     Job job;
     job.id = JobId{row.int64(0, 0)};
     job.queue = std::string(row.text(0, 1));
     job.state = state_from(row.text(0, 2));
-    job.data = nlohmann::json::parse(row.text(0, 3));
-    if (auto result = row.optional_text(0, 4)) {
-      job.result = nlohmann::json::parse(*result);
-    }
-    if (auto error = row.optional_text(0, 5)) job.error = std::string(*error);
+    job.data = nlohmann::json::parse(text(3));
+    if (!row.is_null(0, 4)) job.result = nlohmann::json::parse(text(4));
+    if (!row.is_null(0, 5)) job.error = text(5);
     job.attempts = static_cast<int>(row.int64(0, 6));
     job.enqueued_at = from_micros(row.int64(0, 7));
     if (!row.is_null(0, 8)) job.started_at = from_micros(row.int64(0, 8));

@@ -29,15 +29,21 @@ constexpr milliseconds kPollingMaxCheck{200};
 // The job's outcome if it has one; throws NoSuchJob or JobFailed.
 std::optional<nlohmann::json> read_outcome(PGconn* db, JobId id) {
   pg::Param params[] = {pg::param(id.value)};
-  pg::Result row = pg::exec(db, sql::kSelectOutcome, params);
+  bool utf8 = pg::utf8_session(db);
+  pg::Result row = pg::exec(
+      db, utf8 ? sql::kSelectOutcome : sql::kSelectOutcomeAsUtf8, params);
   if (row.rows() == 0) throw NoSuchJob(id);
+  auto text = [&](int col) {
+    if (row.is_null(0, col)) return std::string();
+    return utf8 ? std::string(row.text(0, col)) : row.bytes(0, col);
+  };
   auto state = parse_job_state(row.text(0, 0));
   if (state == JobState::completed) {
     if (row.is_null(0, 1)) return nlohmann::json();
-    return nlohmann::json::parse(row.text(0, 1));
+    return nlohmann::json::parse(text(1));
   }
   if (state == JobState::failed || state == JobState::cancelled) {
-    std::string error(row.optional_text(0, 2).value_or(""));
+    std::string error = text(2);
     std::string message = "job " + std::to_string(id.value) + " " +
                           std::string(to_string(*state));
     if (!error.empty()) message += ": " + error;

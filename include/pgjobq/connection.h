@@ -17,7 +17,10 @@ struct PgConnDeleter {
 using PgConnPtr = std::unique_ptr<PGconn, PgConnDeleter>;
 
 // Opens a PostgreSQL connection. `url` is a libpq URI or key=value string;
-// empty means DATABASE_URL if set, else libpq's own PG* variables. Throws
+// empty means DATABASE_URL if set, else libpq's own PG* variables. Its
+// client_encoding is UTF8, whatever the URL, PGCLIENTENCODING or the
+// role's settings say (pgjobq's JSON is UTF-8; enqueue and the reads of
+// jobs work in a session set to another encoding afterwards, too). Throws
 // ConnectionError (the message names the server, never the password).
 // Thread-safe.
 PgConnPtr connect_database(std::string_view url = {});

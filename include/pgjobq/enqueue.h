@@ -63,7 +63,9 @@ JobId enqueue(PGconn* db, std::string_view queue, const nlohmann::json& data);
 // Returns the ids in the order of `jobs`. An empty `jobs` returns an empty
 // vector without touching the server. A refusal writes nothing and leaves
 // the transaction usable. Throws as try_enqueue does (InvalidInput if any
-// element is bad; nothing sent). Thread-safe for distinct connections.
+// element is bad, or the batch is over 1 GiB of JSON, more than PostgreSQL
+// takes in one message; nothing sent). Thread-safe for distinct
+// connections.
 std::optional<std::vector<JobId>> enqueue_many(
     PGconn* db, std::string_view queue, const std::vector<nlohmann::json>& jobs,
     const EnqueueOptions& options = {});

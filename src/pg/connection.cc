@@ -52,6 +52,22 @@ std::int64_t Result::int64(int row, int col) const {
   return value;
 }
 
+std::string Result::bytes(int row, int col) const {
+  std::size_t length = 0;
+  unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(
+                                           PQgetvalue(result_.get(), row, col)),
+                                       &length);
+  if (!raw) throw Error("out of memory reading a bytea value");
+  std::string out(reinterpret_cast<const char*>(raw), length);
+  PQfreemem(raw);
+  return out;
+}
+
+bool utf8_session(PGconn* conn) noexcept {
+  const char* encoding = PQparameterStatus(conn, "client_encoding");
+  return encoding && std::string_view(encoding) == "UTF8";
+}
+
 Result check(PGconn* conn, PGresult* raw) {
   ResultPtr result(raw);
   if (!result) {

@@ -54,6 +54,8 @@ class Result {
     return text(row, col);
   }
   std::int64_t int64(int row, int col) const;
+  // A bytea column's bytes (either output format, hex or escape).
+  std::string bytes(int row, int col) const;
   bool boolean(int row, int col) const noexcept {
     return text(row, col) == "t";
   }
@@ -75,6 +77,11 @@ bool announces_session_end(const PGresult* notice) noexcept;
 
 // A notice as one line: "WARNING: its message".
 std::string notice_line(const PGresult* notice);
+
+// Whether the session's client_encoding is UTF8. In any other, PostgreSQL
+// converts text it is sent from that encoding and text it returns into it,
+// so pgjobq's UTF-8 must not go through text columns and parameters as is.
+bool utf8_session(PGconn* conn) noexcept;
 
 // Runs one statement with text parameters on any connection and returns its
 // rows. Throws as check() does.
@@ -99,7 +106,8 @@ struct Keyword {
 };
 
 // pgjobq::connect_database, with `extra` keywords. The URL's own settings
-// win over them. Throws ConnectionError. Thread-safe.
+// win over them, except client_encoding, which is always UTF8. Throws
+// ConnectionError. Thread-safe.
 PgConnPtr connect(std::string_view url, std::span<const Keyword> extra);
 
 // An owned connection that prepares statements on first use.

@@ -60,9 +60,35 @@ JOIN pgjobq.queues q ON q.id = j.queue_id
 WHERE j.id = $1
 )sql"};
 
+// kSelectJob for a session whose client_encoding is not UTF8: data,
+// result and error as their UTF-8 bytes (bytea), which no conversion
+// touches. As text, the server would convert them into the session's
+// encoding: bytes that are not UTF-8, or an error for a character the
+// encoding lacks.
+inline constexpr pg::Statement kSelectJobAsUtf8{"pgjobq_select_job_as_utf8",
+                                                R"sql(
+SELECT j.id, q.name, j.state, convert_to(j.data::text, 'UTF8'),
+       convert_to(j.result::text, 'UTF8'), convert_to(j.error, 'UTF8'),
+       j.attempts,
+       (extract(epoch FROM j.enqueued_at) * 1000000)::bigint,
+       (extract(epoch FROM j.started_at) * 1000000)::bigint,
+       (extract(epoch FROM j.finished_at) * 1000000)::bigint
+FROM pgjobq.jobs j
+JOIN pgjobq.queues q ON q.id = j.queue_id
+WHERE j.id = $1
+)sql"};
+
 // $1 job id. What a waiter needs: the state and, once finished, the outcome.
 inline constexpr pg::Statement kSelectOutcome{"pgjobq_select_outcome", R"sql(
 SELECT state, result, error FROM pgjobq.jobs WHERE id = $1
+)sql"};
+
+// kSelectOutcome for a session whose client_encoding is not UTF8 (see
+// kSelectJobAsUtf8).
+inline constexpr pg::Statement kSelectOutcomeAsUtf8{
+    "pgjobq_select_outcome_as_utf8", R"sql(
+SELECT state, convert_to(result::text, 'UTF8'), convert_to(error, 'UTF8')
+FROM pgjobq.jobs WHERE id = $1
 )sql"};
 
 // The isolation level of the session's open transaction.
@@ -496,15 +522,20 @@ WHERE $1::text IS NULL OR q.name = $1
 ORDER BY q.name
 )sql"};
 
-// $1 older-than in microseconds. The cut-off, fixed once per prune.
+// $1 older-than in microseconds. The cut-off, fixed once per prune, in
+// microseconds since 1970: a timestamptz as text would go through the
+// session's DateStyle and TimeZone, and a zone abbreviation such as CST
+// (Asia/Shanghai, +08) reads back as another zone's (US Central, -06).
 inline constexpr pg::Statement kPruneCutoff{"pgjobq_prune_cutoff", R"sql(
-SELECT clock_timestamp() - $1::bigint * interval '1 microsecond'
+SELECT (extract(epoch FROM clock_timestamp() -
+                          $1::bigint * interval '1 microsecond') *
+        1000000)::bigint
 )sql"};
 
-// $1 id to start after, $2 cut-off, $3 batch size. Deletes the finished jobs
-// among the next $3 ids and keeps the per-state counters true. Returns (last
-// id examined, rows deleted); last id is NULL when the table is exhausted.
-// Walks the primary key once over the whole prune, never rescanning.
+// $1 id to start after, $2 cut-off (kPruneCutoff), $3 batch size. Deletes the
+// finished jobs among the next $3 ids and keeps the per-state counters true.
+// Returns (last id examined, rows deleted); last id is NULL when the table is
+// exhausted. Walks the primary key once over the whole prune, never rescanning.
 //
 // The jobs to delete are locked first, in the order of their ids, whatever
 // the plan: two prunes at once (two operators, two cron jobs) used to lock
@@ -524,14 +555,16 @@ WITH batch AS (
   SELECT j.id FROM pgjobq.jobs j
   WHERE j.id = ANY (ARRAY(SELECT id FROM batch))
     AND j.state IN ('completed', 'failed', 'cancelled')
-    AND j.finished_at < $2::timestamptz
+    AND j.finished_at <
+        timestamptz 'epoch' + $2::bigint * interval '1 microsecond'
   ORDER BY j.id
   FOR UPDATE OF j
 ), deleted AS (
   DELETE FROM pgjobq.jobs j
   WHERE j.id = ANY (ARRAY(SELECT id FROM doomed))
     AND j.state IN ('completed', 'failed', 'cancelled')
-    AND j.finished_at < $2::timestamptz
+    AND j.finished_at <
+        timestamptz 'epoch' + $2::bigint * interval '1 microsecond'
   RETURNING j.queue_id, j.state
 ), counts AS (
   SELECT queue_id,

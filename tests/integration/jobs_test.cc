@@ -15,6 +15,7 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 using test::BackgroundWorker;
+using test::exec;
 using test::wait_until;
 
 class JobsTest : public test::DatabaseTest {
@@ -211,6 +212,26 @@ TEST_F(JobsTest, PruneDeletesOnlyFinishedJobsOlderThanTheAge) {
   // The queue keeps working after a prune.
   drain(q, [](const JobContext&) { return HandlerResult::complete("after"); });
   EXPECT_EQ(query_job(conn.get(), waiting)->result, json("after"));
+}
+
+TEST_F(JobsTest, PruneKeepsItsAgeWhateverTheSessionsDateStyleAndTimeZone) {
+  PgConnPtr conn = connect();
+  std::string q = queue("prune");
+  JobId fresh = enqueue(conn.get(), q, json("just finished"));
+  cancel(conn.get(), fresh);
+  // Shown in this style, the time zone is an abbreviation, CST, which
+  // PostgreSQL reads back as US Central (-06), not China (+08): a cut-off
+  // that went through text landed 14 hours later.
+  exec(conn.get(), "SET DateStyle = 'SQL, DMY'");
+  exec(conn.get(), "SET TimeZone = 'Asia/Shanghai'");
+  EXPECT_EQ(prune(conn.get(), std::chrono::hours(1)), 0)
+      << "a job cancelled a moment ago is not an hour old";
+  EXPECT_TRUE(query_job(conn.get(), fresh));
+  exec(conn.get(), "SET DateStyle = 'Postgres, MDY'");
+  exec(conn.get(), "SET TimeZone = 'Asia/Kolkata'");  // IST, read as Israel's
+  EXPECT_EQ(prune(conn.get(), std::chrono::hours(1)), 0);
+  EXPECT_EQ(prune(conn.get(), std::chrono::microseconds(0)), 1);
+  EXPECT_FALSE(query_job(conn.get(), fresh));
 }
 
 }  // namespace

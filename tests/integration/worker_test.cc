@@ -597,7 +597,11 @@ TEST_F(WorkerTest,
     return HandlerResult::complete();
   });
   // The downstream worker has run a job, found its queue empty and waits.
+  // (Notified: a worker that looked at its queue before the enqueue
+  // committed would find it only at its 30 s poll.)
   enqueue(conn.get(), next, json("warm-up"));
+  RedisLink redis(test::redis_url());
+  notify(redis, next);
   ASSERT_TRUE(wait_until([&] { return journal.size() == 1; }));
   std::this_thread::sleep_for(milliseconds(200));
 
@@ -634,6 +638,32 @@ TEST_F(WorkerTest, TransactionalHandlerWhoseStatementFailsIsAnError) {
   EXPECT_EQ(job->state, JobState::pending);
   EXPECT_NE(job->error->find("transaction failed"), std::string::npos)
       << *job->error;
+}
+
+// The worker's session speaks UTF-8 whatever its URL (or PGCLIENTENCODING,
+// or the role's settings) say: in LATIN1 it handed its handler the job's
+// data converted to LATIN1 bytes, and stored the handler's UTF-8 result as
+// mojibake.
+TEST_F(WorkerTest, TheWorkersSessionIsUtf8WhateverItsUrlSays) {
+  PgConnPtr conn = connect();
+  std::string q = queue("latin1");
+  json data = json::parse("{\"name\": \"J\\u00fcrgen\"}");
+  JobId id = enqueue(conn.get(), q, data);
+  auto o = options({q});
+  o.db_url += "?client_encoding=LATIN1";
+  std::mutex mutex;
+  json seen;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::lock_guard lock(mutex);
+    seen = job.data;
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == JobState::completed; }));
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(seen, data);
+  }
+  EXPECT_EQ(query_job(conn.get(), id)->result, data);
 }
 
 // A transactional handler's work that fails only at COMMIT (a deferred
