@@ -60,6 +60,9 @@ constexpr milliseconds kPollWithoutRedis{1000};
 // The longest duration WorkerOptions takes.
 constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
+// The longest dead_session_timeout: half of it, the keepalives' idle time,
+// within Linux's limit of 32767 s (TCP_KEEPIDLE, TCP_KEEPINTVL).
+constexpr milliseconds kLongestDeadSession = std::chrono::hours(18);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
 // The largest result a handler may return, as JSON text (HandlerResult),
@@ -112,7 +115,10 @@ struct Worker::State {
   std::mutex fatal_mutex;
   std::exception_ptr fatal;
   std::vector<std::unique_ptr<Running>> running;  // one per queue
-  bool ran = false;
+  // Atomic: run() called from two threads at once must still be refused
+  // once, not start two sets of threads
+  // (WorkerTest.RunCalledFromTwoThreadsAtOnceRunsOnce).
+  std::atomic<bool> ran{false};
 
   void fail(std::exception_ptr error) {
     {
@@ -408,10 +414,13 @@ class Runner {
   // wait of the retry policy and of bouncing jobs.
   milliseconds back_off(int doublings) const {
     double factor = std::pow(2.0, std::min(doublings, 30));
-    return std::min<milliseconds>(
-        milliseconds(static_cast<long long>(
-            static_cast<double>(options_.retry_delay.count()) * factor)),
-        options_.max_retry_delay);
+    // Capped before the conversion: a retry_delay of months doubled 30
+    // times does not fit a milliseconds count, and converting it would be
+    // undefined (on x86 the most negative count: no wait at all).
+    double delay =
+        std::min(static_cast<double>(options_.retry_delay.count()) * factor,
+                 static_cast<double>(options_.max_retry_delay.count()));
+    return milliseconds(static_cast<milliseconds::rep>(delay));
   }
 
   // A job completed or failed: the queue moves, so rescheduled jobs that
@@ -429,7 +438,10 @@ class Runner {
     if (cursor_ < recovery_until_ || options_.transactional) return 1;
     double per_commit = static_cast<double>(options_.max_commit_delay.count()) /
                         std::max(average_us_, 1.0);
-    return std::clamp(static_cast<int>(per_commit), 1, options_.max_batch);
+    // Clamped before the conversion: an hour's delay over microsecond
+    // handlers is more jobs than an int holds.
+    return static_cast<int>(
+        std::clamp(per_commit, 1.0, static_cast<double>(options_.max_batch)));
   }
 
   // Takes claimed jobs, and keeps the two facts hold_for_next_job() needs:
@@ -921,6 +933,12 @@ Worker::Worker(WorkerOptions options, Handler handler)
   if (options.dead_session_timeout < std::chrono::seconds(1)) {
     throw InvalidInput("worker: dead_session_timeout must be at least 1 s");
   }
+  // Keepalive probes start after half of it (queue_session.cc), and Linux
+  // takes at most 32767 s for that (TCP_KEEPIDLE): past it no session
+  // could be opened at all.
+  if (options.dead_session_timeout > kLongestDeadSession) {
+    throw InvalidInput("worker: dead_session_timeout must be at most 18 h");
+  }
   // Every deadline is a clock reading plus one of these: ten years at most,
   // so none can overflow the clock; none negative.
   // (Compared in each option's own unit: converting milliseconds::max() to
@@ -955,8 +973,7 @@ Worker::~Worker() = default;
 
 void Worker::run() {
   State& s = *state_;
-  if (s.ran) throw Error("worker: run() may be called once");
-  s.ran = true;
+  if (s.ran.exchange(true)) throw Error("worker: run() may be called once");
   s.wakeups->start();
   std::vector<std::unique_ptr<Runner>> runners;
   std::vector<std::thread> threads;

@@ -140,8 +140,8 @@ struct WorkerOptions {
   // At most this many jobs per claim and per commit.
   int max_batch = 64;
   // A connection to PostgreSQL that goes unanswered this long (TCP
-  // keepalives, set on both ends; at least 1 s, whole seconds) is dead: the
-  // server ends the session, which hands the queue to a standby, and the
+  // keepalives, set on both ends; from 1 s to 18 h, whole seconds) is dead:
+  // the server ends the session, which hands the queue to a standby, and the
   // worker stops the running handler and reconnects. Without it, a network
   // cut with no FIN or RST would keep the queue locked until the server's
   // own TCP gave up, for hours. The URL's own keepalive settings win on the

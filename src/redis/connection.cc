@@ -232,6 +232,7 @@ bool Subscriber::subscribe(std::span<const std::string> channels,
                            std::chrono::milliseconds timeout, int wake_fd) {
   if (channels.empty()) return true;
   send("SUBSCRIBE", channels);
+  channels_.insert(channels.begin(), channels.end());
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::size_t confirmed = 0;
   while (confirmed < channels.size()) {
@@ -252,7 +253,8 @@ bool Subscriber::subscribe(std::span<const std::string> channels,
     }
     if (is_kind(reply.get(), "subscribe")) {
       ++confirmed;
-    } else if (is_kind(reply.get(), "message")) {
+    } else if (is_kind(reply.get(), "message") &&
+               channels_.contains(element_text(reply.get(), 1))) {
       early_.push_back(
           {element_text(reply.get(), 1), element_text(reply.get(), 2)});
     }
@@ -261,7 +263,9 @@ bool Subscriber::subscribe(std::span<const std::string> channels,
 }
 
 void Subscriber::unsubscribe(std::span<const std::string> channels) {
-  if (!channels.empty()) send("UNSUBSCRIBE", channels);
+  if (channels.empty()) return;
+  for (const std::string& c : channels) channels_.erase(c);
+  send("UNSUBSCRIBE", channels);
 }
 
 std::optional<Message> Subscriber::next(std::chrono::milliseconds timeout,

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -85,8 +86,10 @@ class Subscriber {
                          std::chrono::milliseconds timeout);
 
   // Subscribes to `channels` and waits, at most `timeout`, for every
-  // confirmation. Messages on channels subscribed earlier that arrive
-  // meanwhile are kept for next(). Returns false, unconfirmed, if
+  // confirmation. Messages on channels subscribed earlier (and not
+  // unsubscribed since) that arrive meanwhile are kept for next(); those on
+  // channels unsubscribed are dropped, or a link reused for many waits
+  // would pile them up. Returns false, unconfirmed, if
   // `wake_fd` (if >= 0) becomes readable first. Throws ConnectionError.
   bool subscribe(std::span<const std::string> channels,
                  std::chrono::milliseconds timeout = std::chrono::seconds(5),
@@ -120,7 +123,8 @@ class Subscriber {
   ReplyPtr read_reply(std::chrono::milliseconds timeout, int wake_fd);
 
   Connection conn_;
-  std::vector<Message> early_;  // messages seen while subscribing
+  std::vector<Message> early_;      // messages seen while subscribing
+  std::set<std::string> channels_;  // subscribed, not unsubscribed since
   std::chrono::steady_clock::time_point last_reply_ =
       std::chrono::steady_clock::now();
 };

@@ -85,6 +85,7 @@ TEST_F(CliTest, UsageErrorsExit2WithOneLine) {
       {"work", q, "--job-timeout", "0", "--", "true"},
       {"work", q, "--poll-interval", "soon", "--", "true"},
       {"work", q, "--dead-session-timeout", "500ms", "--", "true"},
+      {"work", q, "--dead-session-timeout", "19h", "--", "true"},
       {"work", q, "--", "/nonexistent/handler"},
       {"work", q, "other", q, "--", "true"},
       {"status", "--", "x", "y"},

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <set>
 #include <thread>
@@ -1268,6 +1269,108 @@ TEST_F(WorkerTest, RefusesBadOptions) {
   o = options({"a"});
   o.timeout_grace = std::chrono::hours(24 * 365 * 11);
   EXPECT_THROW(Worker(o, ok), InvalidInput);
+  // Half of it is the keepalives' idle time, which Linux caps at 32767 s:
+  // a day would be accepted here and then refused by every connect.
+  o = options({"a"});
+  o.dead_session_timeout = std::chrono::hours(19);
+  EXPECT_THROW(Worker(o, ok), InvalidInput);
+}
+
+TEST_F(WorkerTest, TheLongestDeadSessionTimeoutStillConnects) {
+  PgConnPtr conn = connect();
+  std::string q = queue("long-dead");
+  JobId id = enqueue(conn.get(), q, json(1));
+  auto o = options({q});
+  o.dead_session_timeout = std::chrono::hours(18);
+  BackgroundWorker worker(o, [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  });
+  EXPECT_TRUE(wait_until([&] {
+    return worker.finished() || state_of(id) == JobState::completed;
+  }));
+  worker.join();
+  EXPECT_EQ(worker.wait_for_exit(), nullptr);
+  EXPECT_EQ(state_of(id), JobState::completed);
+}
+
+TEST_F(WorkerTest, RunCalledFromTwoThreadsAtOnceRunsOnce) {
+  // The second call is refused with an Error, even when both come at
+  // once; before, both could pass the check and the process aborted
+  // (std::terminate: a second subscriber thread over a running one).
+  Handler ok = [](const JobContext&) { return HandlerResult::complete(); };
+  for (int i = 0; i < 5000; ++i) {
+    Worker worker(options({queue()}), ok);
+    worker.stop();  // each run() returns at once, connecting nothing
+    std::atomic<int> refused{0};
+    std::atomic<bool> go{false};
+    auto call = [&] {
+      while (!go.load()) {
+      }
+      try {
+        worker.run();
+      } catch (const Error&) {
+        ++refused;
+      }
+    };
+    std::thread first(call), second(call);
+    go = true;
+    first.join();
+    second.join();
+    ASSERT_EQ(refused.load(), 1) << "round " << i;
+  }
+}
+
+TEST_F(WorkerTest, AHugeRetryDelayStaysHugeAfterManyAttempts) {
+  // retry_delay doubled per attempt (30 doublings at most) overflowed the
+  // milliseconds count and became a negative delay: no wait at all, and
+  // the job was retried in a tight loop until max_attempts.
+  PgConnPtr conn = connect();
+  std::string q = queue("huge-retry");
+  JobId id = enqueue(conn.get(), q, json("bad"));
+  query_value("UPDATE pgjobq.jobs SET attempts = 40 WHERE id = " +
+              std::to_string(id.value));
+  auto o = options({q});
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 1000;
+  o.retry_delay = std::chrono::hours(24 * 365);
+  o.max_retry_delay = std::chrono::hours(24 * 365 * 10);
+  std::atomic<int> runs{0};
+  BackgroundWorker worker(o, [&](const JobContext&) -> HandlerResult {
+    ++runs;
+    throw std::runtime_error("no");
+  });
+  ASSERT_TRUE(wait_until([&] { return runs.load() >= 1; }));
+  std::this_thread::sleep_for(milliseconds(1000));
+  EXPECT_EQ(runs.load(), 1);
+  worker.join();  // the stop cuts the wait short
+  EXPECT_EQ(worker.wait_for_exit(), nullptr);
+  EXPECT_EQ(query_job(conn.get(), id)->attempts, 41);
+  EXPECT_EQ(state_of(id), JobState::pending);
+}
+
+TEST_F(WorkerTest, AHugeCommitDelayStillClaimsInBatches) {
+  // max_commit_delay over the handlers' run time sizes the claims: ten
+  // years over microseconds overflowed an int, which came out as a claim
+  // of one job at a time (and undefined behaviour).
+  PgConnPtr conn = connect();
+  std::string q = queue("huge-delay");
+  JobId first = enqueue(conn.get(), q, json(1));
+  JobId second = enqueue(conn.get(), q, json(2));
+  auto o = options({q});
+  o.max_commit_delay = std::chrono::hours(24 * 365 * 10);
+  std::atomic<bool> second_ran{false};
+  std::optional<JobState> second_while_first_ran;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    if (job.id == first) second_while_first_ran = state_of(second);
+    if (job.id == second) second_ran = true;
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(wait_until([&] { return second_ran.load(); }));
+  EXPECT_EQ(second_while_first_ran, JobState::running)
+      << "claimed with the first job";
+  worker.join();  // commits the held outcomes
+  EXPECT_EQ(worker.wait_for_exit(), nullptr);
+  EXPECT_TRUE(all_completed({first, second}));
 }
 
 TEST_F(WorkerTest, ShardQueueIsStableAndSpreadsKeys) {
