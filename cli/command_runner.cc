@@ -635,7 +635,8 @@ std::string CommandRunner::failure(const std::string& what,
   }
   // One line (line breaks become spaces), passwords masked, bytes that
   // are not printable ASCII escaped.
-  std::string text = escape_bytes(scrub_secrets(tail, secrets_), tail.size());
+  std::string text =
+      escape_bytes(scrub_secrets(tail, secrets_), std::string::npos);
   if (text.empty()) return message;
   return message + "; its stderr " + (out.stderr_cut ? "ended" : "was") +
          ": \"" + (out.stderr_cut ? "..." : "") + text + "\"";
