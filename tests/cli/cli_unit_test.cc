@@ -583,13 +583,21 @@ TEST_F(CliRunnerTest, TheWorkersPasswordsAreMaskedInTheQuotedStderr) {
        "exit 3",
        secret},
       100, milliseconds(2000), {secret});
+  // A password shorter than its mask makes the masked text longer than
+  // what was kept: its end, the part that matters, still shows.
+  CommandRunner short_secret(
+      {"sh", "-c", "printf 'xy %.0s' $(seq 300) >&2; echo the-end >&2; exit 3"},
+      100, milliseconds(2000), {"xy"});
   std::string whole_error;
   std::string cut_error;
+  std::string short_error;
   {
     StderrRedirect redirect;
     whole_error = error_of(whole);
     cut_error = error_of(cut);
+    short_error = error_of(short_secret);
   }
+  EXPECT_TRUE(short_error.ends_with("*** *** the-end\"")) << short_error;
   EXPECT_TRUE(whole_error.ends_with("its stderr was: \"token ***\""))
       << whole_error;
   EXPECT_NE(cut_error.find("its stderr ended: \"...yyy"), std::string::npos)
