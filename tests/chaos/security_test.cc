@@ -673,6 +673,20 @@ class WaitOutageTest : public HostileTest {
         "SELECT string_agg(pid::text, ',') FROM pg_stat_activity "
         "WHERE datname = 'app' AND usename = 'app'");
   }
+  // The waiter, cut off, comes back: once it has a session again, its job
+  // is cancelled, and it must exit 5 having logged `says`, never the
+  // password.
+  void expect_back_and_told_of_the_cancel(Subprocess& waiter,
+                                          const std::string& says) const {
+    ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); },
+                           milliseconds(20000)))
+        << waiter.err();
+    ASSERT_EQ(pgjobq({"--db", url_, "cancel", id_}).exit_code, 0);
+    std::optional<int> code = waiter.wait(milliseconds(30000));
+    EXPECT_EQ(code, 5) << waiter.err();
+    EXPECT_TRUE(contains(waiter.err(), says)) << waiter.err();
+    EXPECT_FALSE(contains(waiter.err(), kPassword)) << waiter.err();
+  }
   std::optional<PrivatePostgres> pg_;
   std::string url_;
   std::string id_;
@@ -684,14 +698,7 @@ TEST_F(WaitOutageTest, WaitRidesOutAPostgresqlRestart) {
   auto waiter = start({"--db", url_, "wait", id_, "--timeout", "60"});
   ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); }));
   pg_->restart();
-  ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); },
-                         milliseconds(20000)))
-      << waiter->err();
-  ASSERT_EQ(pgjobq({"--db", url_, "cancel", id_}).exit_code, 0);
-  std::optional<int> code = waiter->wait(milliseconds(30000));
-  EXPECT_EQ(code, 5) << waiter->err();
-  EXPECT_TRUE(contains(waiter->err(), "reconnecting")) << waiter->err();
-  EXPECT_FALSE(contains(waiter->err(), kPassword)) << waiter->err();
+  expect_back_and_told_of_the_cancel(*waiter, "reconnecting");
 }
 
 // A server out of connections (here the role's CONNECTION LIMIT; a full
@@ -710,14 +717,7 @@ TEST_F(WaitOutageTest, WaitRidesOutTooManyConnections) {
   std::this_thread::sleep_for(milliseconds(3000));
   EXPECT_FALSE(waiter->wait(milliseconds(0)).has_value()) << waiter->err();
   pg_->admin("ALTER ROLE app CONNECTION LIMIT -1");
-  ASSERT_TRUE(wait_until([&] { return !waiters_backend().empty(); },
-                         milliseconds(20000)))
-      << waiter->err();
-  ASSERT_EQ(pgjobq({"--db", url_, "cancel", id_}).exit_code, 0);
-  std::optional<int> code = waiter->wait(milliseconds(30000));
-  EXPECT_EQ(code, 5) << waiter->err();
-  EXPECT_TRUE(contains(waiter->err(), "reconnected")) << waiter->err();
-  EXPECT_FALSE(contains(waiter->err(), kPassword)) << waiter->err();
+  expect_back_and_told_of_the_cancel(*waiter, "reconnected");
 }
 
 // A server that hangs (takes connections, answers none) once the waiter
