@@ -514,11 +514,7 @@ TEST_F(OperatorStormTest, ConcurrentPrunesDoNotDeadlock) {
   // Reads the ids: locks x, then waits at g2.
   std::thread by_id =
       pruner("SET enable_seqscan = off; SET enable_hashjoin = off");
-  EXPECT_TRUE(wait_until([&] {
-    return query_value(
-               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-               "current_database() AND wait_event_type = 'Lock'") == "2";
-  }));
+  EXPECT_TRUE(wait_until([&] { return lock_waiters() == 2; }));
   test::exec(blocker.get(), "COMMIT");
   by_heap.join();
   by_id.join();
@@ -543,11 +539,7 @@ TEST_F(OperatorStormTest, PruneWaitingForARescheduleKeepsTheJob) {
     PgConnPtr c = connect();
     deleted = prune(c.get(), std::chrono::microseconds(0));
   });
-  EXPECT_TRUE(wait_until([&] {
-    return query_value(
-               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-               "current_database() AND wait_event_type = 'Lock'") == "1";
-  }));
+  EXPECT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
   test::exec(op.get(), "COMMIT");
   pruner.join();
   EXPECT_EQ(deleted.load(), 1);

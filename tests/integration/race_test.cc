@@ -51,13 +51,6 @@ class RaceTest : public test::DatabaseTest {
     return o;
   }
 
-  // Sessions of this test's database waiting for a lock held by another.
-  int lock_waiters() const {
-    return std::stoi(
-        query_value("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                    "current_database() AND wait_event_type = 'Lock'"));
-  }
-
   bool session_waits_on(const std::string& wait_event) const {
     return query_value(
                "SELECT count(*) FROM pg_stat_activity WHERE datname "

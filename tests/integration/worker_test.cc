@@ -350,11 +350,7 @@ TEST_F(WorkerTest, AClaimThatLosesItsJobsToACancelLooksAgain) {
   test::exec(canceller.get(), "BEGIN");
   cancel(canceller.get(), lost);
   ASSERT_TRUE(notify(redis, q));
-  ASSERT_TRUE(wait_until([&] {
-    return query_value(
-               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-               "current_database() AND wait_event_type = 'Lock'") == "1";
-  }));
+  ASSERT_TRUE(wait_until([&] { return lock_waiters() == 1; }));
   JobId behind = enqueue(conn.get(), q, json("behind"));
   test::exec(canceller.get(), "COMMIT");
   EXPECT_TRUE(

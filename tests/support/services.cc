@@ -146,6 +146,12 @@ WorkerOptions DatabaseTest::worker_options(
   return o;
 }
 
+int DatabaseTest::lock_waiters() const {
+  return std::stoi(
+      query_value("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                  "current_database() AND wait_event_type = 'Lock'"));
+}
+
 std::string DatabaseTest::query_value(const std::string& sql) const {
   PgConnPtr conn = connect();
   PGresult* r = PQexec(conn.get(), sql.c_str());

@@ -56,6 +56,8 @@ class DatabaseTest : public ::testing::Test {
   // Runs SQL on a new connection; returns the first column of the first
   // row ("" if none).
   std::string query_value(const std::string& sql) const;
+  // Sessions of this test's database waiting for a lock held by another.
+  int lock_waiters() const;
   std::string queue(std::string_view prefix = "q") const {
     return unique_name(prefix);
   }
