@@ -43,6 +43,12 @@ class CliWorkTest : public CliTest {
     return std::string((std::istreambuf_iterator<char>(in)), {});
   }
   void touch(const std::string& name) { std::ofstream(file(name)) << "x"; }
+  // A command that creates the file "started", waits for the test to
+  // touch("go"), then echoes its job's data as the result.
+  std::string started_then_held_until_go() {
+    return "touch " + file("started") + "; while [ ! -e " + file("go") +
+           " ]; do sleep 0.01; done; cat";
+  }
 
   bool finished(JobId id) {
     std::string s = state_of(id);
@@ -226,8 +232,7 @@ TEST_F(CliWorkTest, SigtermLetsTheRunningJobFinishThenExits0) {
   std::string q = queue();
   JobId running = add_job(q, "1");
   JobId waiting = add_job(q, "2");
-  auto worker = work({q}, "touch " + file("started") + "; while [ ! -e " +
-                              file("go") + " ]; do sleep 0.01; done; cat");
+  auto worker = work({q}, started_then_held_until_go());
   ASSERT_TRUE(wait_until([&] { return exists("started"); })) << worker->err();
   worker->signal(SIGTERM);
   // The job is not interrupted: the worker waits for it.
@@ -259,8 +264,7 @@ TEST_F(CliWorkTest, SigintBehavesLikeSigterm) {
 TEST_F(CliWorkTest, SighupLetsTheRunningJobFinishLikeSigterm) {
   std::string q = queue();
   JobId id = add_job(q, "7");
-  auto worker = work({q}, "touch " + file("started") + "; while [ ! -e " +
-                              file("go") + " ]; do sleep 0.01; done; cat");
+  auto worker = work({q}, started_then_held_until_go());
   ASSERT_TRUE(wait_until([&] { return exists("started"); })) << worker->err();
   worker->signal(SIGHUP);
   ASSERT_TRUE(wait_until([&] {
@@ -282,8 +286,7 @@ TEST_F(CliWorkTest, AWorkerStartedUnderNohupIgnoresSighup) {
   JobId first = add_job(q, "3");
   JobId second = add_job(q, "4");
   signal(SIGHUP, SIG_IGN);  // inherited by the worker, as nohup does
-  auto worker = work({q}, "touch " + file("started") + "; while [ ! -e " +
-                              file("go") + " ]; do sleep 0.01; done; cat");
+  auto worker = work({q}, started_then_held_until_go());
   signal(SIGHUP, SIG_DFL);
   ASSERT_TRUE(wait_until([&] { return exists("started"); })) << worker->err();
   worker->signal(SIGHUP);
