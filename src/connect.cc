@@ -72,11 +72,40 @@ PgConnPtr connect_database(std::string_view url,
 
 namespace pg {
 
-PgConnPtr connect(std::string_view url_arg, std::span<const Keyword> extra) {
-  std::string url(url_arg);
+namespace {
+
+std::string url_or_environment(std::string_view url) {
   if (url.empty()) {
-    if (const char* env = std::getenv("DATABASE_URL"); env) url = env;
+    if (const char* env = std::getenv("DATABASE_URL"); env) return env;
   }
+  return std::string(url);
+}
+
+}  // namespace
+
+void check_url(std::string_view url_arg) {
+  std::string url = url_or_environment(url_arg);
+  // libpq takes a dbname holding '=' or starting with a URI scheme for a
+  // connection string, and anything else for a database's name.
+  bool connection_string = url.find('=') != std::string::npos ||
+                           url.starts_with("postgresql://") ||
+                           url.starts_with("postgres://");
+  if (!connection_string) return;
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (options) {
+    PQconninfoFree(options);
+    return;
+  }
+  std::string why = error ? error : "out of memory";
+  if (error) PQfreemem(error);
+  while (!why.empty() && why.back() == '\n') why.pop_back();
+  throw InvalidInput("invalid database URL \"" + redact(url) +
+                     "\": " + scrub_secrets(why, passwords_in(url)));
+}
+
+PgConnPtr connect(std::string_view url_arg, std::span<const Keyword> extra) {
+  std::string url = url_or_environment(url_arg);
   // A server that never answers must not hang the caller forever; honour
   // the URL's or PGCONNECT_TIMEOUT's own setting when given (later keywords
   // win, and the expanded URL comes after ours).

@@ -37,6 +37,7 @@ bool notify(RedisLink& redis, std::string_view queue, std::string* error) {
 
 // ------------------------------------------------------------ Wakeups
 
+#include <errno.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -63,10 +64,21 @@ void StopSignal::set() noexcept {
 }
 
 void StopSignal::sleep_for(std::chrono::milliseconds delay) const noexcept {
-  pollfd fd{fd_, POLLIN, 0};
-  poll(&fd, 1,
-       static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(
-           delay.count(), 0, 1 << 30)));
+  // In rounds: a signal ends poll() early (EINTR), and one poll() takes at
+  // most INT_MAX ms (2^30 here), less than the longest retry delay (ten
+  // years).
+  if (delay <= std::chrono::milliseconds(0)) return;
+  auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    auto left = delay - std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - start);
+    if (left <= std::chrono::milliseconds(0)) return;
+    pollfd fd{fd_, POLLIN, 0};
+    int n = poll(&fd, 1,
+                 static_cast<int>(std::min<std::chrono::milliseconds::rep>(
+                     left.count(), 1 << 30)));
+    if (n > 0 || (n < 0 && errno != EINTR)) return;
+  }
 }
 
 Wakeups::Wakeups(redis::Address address, const std::vector<std::string>& queues,

@@ -958,6 +958,7 @@ Worker::Worker(WorkerOptions options, Handler handler)
   check_duration(options.max_retry_delay, "max_retry_delay");
   check_duration(options.max_commit_delay, "max_commit_delay");
   check_duration(options.dead_session_timeout, "dead_session_timeout");
+  pg::check_url(options.db_url);
   state_->redis_address =
       redis::parse_url(redis_url_or_default(options.redis_url));
   for (std::size_t i = 0; i < options.queues.size(); ++i) {

@@ -168,7 +168,8 @@ class HandlerFailed : public Error {
 // itself; never exits for a Redis problem.
 class Worker {
  public:
-  // Validates the options (InvalidInput). Connects nothing yet.
+  // Validates the options (InvalidInput), the URLs' syntax among them.
+  // Connects nothing yet.
   Worker(WorkerOptions options, Handler handler);
   ~Worker();
   Worker(const Worker&) = delete;

@@ -110,6 +110,12 @@ struct Keyword {
 // ConnectionError. Thread-safe.
 PgConnPtr connect(std::string_view url, std::span<const Keyword> extra);
 
+// Throws InvalidInput if libpq cannot parse `url` (or, when it is empty,
+// DATABASE_URL) as the connection string or URI it looks like: what
+// connect() would otherwise report as a ConnectionError only once it
+// tries. A plain database name always passes. Without a server.
+void check_url(std::string_view url);
+
 // An owned connection that prepares statements on first use.
 class Connection {
  public:

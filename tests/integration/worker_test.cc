@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -1270,6 +1271,45 @@ TEST_F(WorkerTest, RefusesBadOptions) {
   o = options({"a"});
   o.dead_session_timeout = std::chrono::hours(19);
   EXPECT_THROW(Worker(o, ok), InvalidInput);
+}
+
+// A URL libpq cannot parse is a mistake in the options like any other:
+// refused at construction, not a ConnectionError once run() starts, and
+// without its password.
+TEST_F(WorkerTest, RefusesAMalformedDatabaseUrlWithoutShowingItsPassword) {
+  Handler ok = [](const JobContext&) { return HandlerResult::complete(); };
+  auto refused = [&](const std::string& url, const std::string& secret) {
+    auto o = options({"a"});
+    o.db_url = url;
+    try {
+      Worker worker(o, ok);
+      ADD_FAILURE() << "accepted " << url;
+    } catch (const InvalidInput& e) {
+      EXPECT_TRUE(test::contains(e.what(), "invalid database URL")) << e.what();
+      EXPECT_FALSE(test::contains(e.what(), secret)) << e.what();
+    }
+  };
+  refused("postgresql://app:pa%zzSECRET1@127.0.0.1/app", "SECRET1");
+  refused("postgresql://127.0.0.1/app?password=SEC%zzRET18", "RET18");
+  refused("host=127.0.0.1 password='it''SECRET66'", "SECRET66");
+  refused("postgresql://127.0.0.1/app?no_such_option=1", "no secret");
+  // Syntax only: a port no server listens on, or a plain database name,
+  // is for run() to find out.
+  auto o = options({"a"});
+  o.db_url = "postgresql://127.0.0.1:1/app";
+  EXPECT_NO_THROW(Worker(o, ok));
+  o.db_url = "some_database";
+  EXPECT_NO_THROW(Worker(o, ok));
+  // An empty URL means DATABASE_URL, checked the same way.
+  std::optional<std::string> saved;
+  if (const char* env = std::getenv("DATABASE_URL")) saved = env;
+  setenv("DATABASE_URL", "postgresql://app:pa%zzSECRET2@127.0.0.1/app", 1);
+  refused("", "SECRET2");
+  if (saved) {
+    setenv("DATABASE_URL", saved->c_str(), 1);
+  } else {
+    unsetenv("DATABASE_URL");
+  }
 }
 
 TEST_F(WorkerTest, TheLongestDeadSessionTimeoutStillConnects) {
