@@ -38,7 +38,8 @@ struct QueueStatus {
   std::int64_t completed = 0;
   std::int64_t failed = 0;
   std::int64_t cancelled = 0;
-  // Age of the oldest pending job, if any is pending.
+  // Age of the oldest pending job, if any is pending: from its enqueue, so
+  // a rescheduled job keeps its age (it has waited that long unfinished).
   std::optional<std::chrono::microseconds> oldest_pending_age;
 };
 

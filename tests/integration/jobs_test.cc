@@ -185,6 +185,27 @@ TEST_F(JobsTest, StatusCountsEveryStateAndTheOldestPendingAge) {
   EXPECT_THROW(queue_status(conn.get(), "bad name"), InvalidInput);
 }
 
+// The oldest pending job's age counts from its enqueue: a job sent to the
+// back of its queue an hour after it was enqueued has waited an hour
+// unfinished, and an operator watching the age for stuck work sees that.
+TEST_F(JobsTest, ARescheduledJobKeepsItsAgeInTheStatus) {
+  PgConnPtr conn = connect();
+  std::string q = queue("status-age");
+  JobId old_job = enqueue(conn.get(), q, json("old"));
+  exec(conn.get(),
+       "UPDATE pgjobq.jobs SET enqueued_at = now() - interval '1 hour' "
+       "WHERE id = " +
+           std::to_string(old_job.value));
+  enqueue(conn.get(), q, json("new"));
+  reschedule(conn.get(), old_job);
+  auto s = queue_status(conn.get(), q);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].pending, 2);
+  ASSERT_TRUE(s[0].oldest_pending_age);
+  EXPECT_GE(*s[0].oldest_pending_age, std::chrono::minutes(59));
+  EXPECT_LT(*s[0].oldest_pending_age, std::chrono::minutes(61));
+}
+
 TEST_F(JobsTest, PruneDeletesOnlyFinishedJobsOlderThanTheAge) {
   PgConnPtr conn = connect();
   std::string q = queue("prune");
