@@ -29,11 +29,22 @@ const pg::Statement* const kWorkerStatements[] = {
     &sql::kSeekPlans,        &sql::kUnlimitedWaits, &sql::kRestoreWaitLimits};
 
 // kClaimJobs' rows: the jobs, then the count of jobs seen.
-Claim parse_claimed(const pg::Result& rows) {
+Claim parse_claimed(const pg::Result& rows, const std::string& queue) {
   Claim claim;
   int last = rows.rows() - 1;
   if (last < 0 || !rows.is_null(last, 0)) {
     throw Error("internal error: a claim without its count");
+  }
+  if (!rows.boolean(last, 7)) {
+    // Not a ConnectionError: reconnecting would not help a worker whose
+    // connections are shared behind its back.
+    throw Error(queue_label(queue) +
+                ": the worker's claim ran in a PostgreSQL session that is "
+                "not the one holding the queue's lock (or it was reset, as "
+                "RESET ALL or DISCARD ALL do); a connection pooler in "
+                "transaction mode between the worker and the server? A "
+                "worker needs a session of its own: connect it directly, or "
+                "through a pooler in session mode");
   }
   claim.seen = static_cast<int>(rows.int64(last, 5));
   claim.server_us = rows.int64(last, 6);
@@ -106,7 +117,10 @@ bool ends_session(const PGresult* message) {
 
 QueueSession::QueueSession(const std::string& db_url, std::string queue,
                            std::chrono::milliseconds dead_after)
-    : queue_(std::move(queue)), conn_(open_session(db_url, dead_after)) {
+    : queue_(std::move(queue)),
+      conn_(open_session(db_url, dead_after)),
+      mark_(std::to_string(std::random_device()()) + "-" +
+            std::to_string(std::random_device()())) {
   // libpq hands an error that arrives while no statement runs (a
   // terminated backend's goodbye) to the notice receiver. The rest (the
   // handler's own SQL's notices and warnings) go to the log, one line
@@ -162,9 +176,9 @@ bool QueueSession::resolve_queue() {
 
 void QueueSession::request_lock() {
   conn_.exec(sql::kUnlimitedWaits);
-  pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
-  const char* values[] = {params[0]->c_str()};
-  if (PQsendQueryPrepared(conn_.get(), sql::kLockQueue.name, 1, values, nullptr,
+  pg::Param params[] = {pg::param(std::int64_t{queue_id_}), mark_};
+  const char* values[] = {params[0]->c_str(), params[1]->c_str()};
+  if (PQsendQueryPrepared(conn_.get(), sql::kLockQueue.name, 2, values, nullptr,
                           nullptr, 0) != 1) {
     pg::check(conn_.get(), nullptr);
   }
@@ -239,9 +253,9 @@ Claim QueueSession::claim(std::int64_t after, int limit, int max_attempts) {
                       {&sql::kClaimJobs,
                        {pg::param(std::int64_t{queue_id_}), pg::param(after),
                         pg::param(std::int64_t{limit}),
-                        pg::param(std::int64_t{max_attempts})}}};
+                        pg::param(std::int64_t{max_attempts}), mark_}}};
   // One implicit transaction, up to the pipeline's sync.
-  return parse_claimed(run_retrying(calls, kTransientTries)[1]);
+  return parse_claimed(run_retrying(calls, kTransientTries)[1], queue_);
 }
 
 FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
@@ -328,9 +342,10 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   // row). The jobs finished here lie at or before the cursor, so the claim
   // cannot see them either way; jobs requeued here wait for the next claim.
   if (claim_limit > 0) {
-    claim_at = add(sql::kClaimJobs, {queue_id, pg::param(claim_after),
-                                     pg::param(std::int64_t{claim_limit}),
-                                     pg::param(std::int64_t{max_attempts})});
+    claim_at =
+        add(sql::kClaimJobs, {queue_id, pg::param(claim_after),
+                              pg::param(std::int64_t{claim_limit}),
+                              pg::param(std::int64_t{max_attempts}), mark_});
   }
   if (!requeue.empty()) {
     requeue_at = add(sql::kRequeueJobs, {queue_id, storable_json(requeue)});
@@ -368,7 +383,7 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   }
   if (release_at) applied += results[*release_at].rows();
   out.stale = static_cast<int>(outcomes.size()) - applied;
-  if (claim_at) out.claimed = parse_claimed(results[*claim_at]);
+  if (claim_at) out.claimed = parse_claimed(results[*claim_at], queue_);
   return out;
 }
 

@@ -200,6 +200,9 @@ class QueueSession {
   std::int32_t queue_id_ = 0;
   std::int64_t handled_ = 0;
   std::int64_t recovery_until_ = 0;
+  // Set in the session with the queue's lock, checked by every claim
+  // (kLockQueue, kClaimJobs): random, so no other worker's is the same.
+  std::string mark_;
   bool lock_requested_ = false;
   // The server sent a FATAL or PANIC error while the session was idle.
   bool ending_ = false;

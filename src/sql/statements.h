@@ -272,8 +272,13 @@ WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')
 // must never change: workers of every version must exclude one another,
 // and the tests, scripts/chaos.sh and operators (architecture.md) find the
 // holder of a queue in pg_locks by them.
+//
+// $2 the session's mark, a random number of the worker's: once the lock is
+// held, it is set in the session, which every claim then checks (see
+// kClaimJobs), so that only the session holding the lock claims.
 inline constexpr pg::Statement kLockQueue{"pgjobq_lock_queue", R"sql(
-SELECT pg_advisory_lock(1886220545, $1::int)
+SELECT pg_advisory_lock(1886220545, $1::int),
+       set_config('pgjobq.lock_mark', $2, false)
 )sql"};
 
 // $1 queue id. Whether this session holds the queue's lock (kLockQueue):
@@ -301,13 +306,22 @@ WHERE p.queue_id = $1
 )sql"};
 
 // $1 queue id, $2 claim after this position, $3 at most this many, $4 max
-// attempts. Claims the head of the queue: marks up to $3 jobs running and
-// counts an attempt for each, durably, before any handler runs (so a crash
-// is counted). Returns (id, position, attempts, data, spent, NULL, NULL)
-// per job in FIFO order, then one last row (NULL, ..., seen, server_us):
-// how many head jobs the statement's snapshot saw, up to $3 (fewer means
-// the queue was drained), and the server's clock in microseconds since
-// 1970, onto which the worker maps its own (ServerClock).
+// attempts, $5 the session's mark (kLockQueue). Claims the head of the
+// queue: marks up to $3 jobs running and counts an attempt for each,
+// durably, before any handler runs (so a crash is counted). Returns (id,
+// position, attempts, data, spent, NULL, NULL, NULL) per job in FIFO
+// order, then one last row (NULL, ..., seen, server_us, own_session): how
+// many head jobs the statement's snapshot saw, up to $3 (fewer means the
+// queue was drained), the server's clock in microseconds since 1970, onto
+// which the worker maps its own (ServerClock), and whether the session
+// still carries the mark set with the queue's lock.
+//
+// The mark: the lock is the session's, so the claim must run in the
+// session that took it. Behind a connection pooler in transaction mode it
+// may not (and a second worker may be handed the lock holder's session,
+// where the lock, re-entrant, is granted to it too; its mark then replaces
+// the first one's). A claim in a session without the worker's mark claims
+// nothing, and the worker stops (QueueSession::claim).
 //
 // FIFO: the jobs are the first unfinished ones after the cursor, by
 // position. The seek starts at the cursor, so finished jobs behind it
@@ -331,6 +345,7 @@ WITH bound AS (
   FROM pgjobq.jobs
   WHERE queue_id = $1 AND state IN ('pending', 'running')
     AND position > $2 AND position <= (SELECT last_position FROM bound)
+    AND current_setting('pgjobq.lock_mark', true) = $5
   ORDER BY position
   LIMIT $3
 ), spent AS (
@@ -352,14 +367,15 @@ WITH bound AS (
   RETURNING j.id, j.position, j.attempts, j.data
 )
 SELECT id, position, attempts, data, false AS spent, NULL::bigint AS seen,
-       NULL::bigint AS server_us
+       NULL::bigint AS server_us, NULL::boolean AS own_session
 FROM claimed
 UNION ALL
-SELECT h.id, h.position, h.attempts, NULL, true, NULL, NULL
+SELECT h.id, h.position, h.attempts, NULL, true, NULL, NULL, NULL
 FROM head h JOIN spent s ON h.position = s.position
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM head),
-       (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+       (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+       coalesce(current_setting('pgjobq.lock_mark', true) = $5, false)
 ORDER BY 2 NULLS LAST
 )sql"};
 

@@ -664,6 +664,49 @@ TEST_F(WorkerTest, TheWorkersSessionIsUtf8WhateverItsUrlSays) {
   EXPECT_EQ(query_job(conn.get(), id)->result, data);
 }
 
+// A worker claims only in the session that holds its queue's lock. Behind a
+// pooler in transaction mode its statements can land in another session,
+// and a second worker can be handed the first one's session, lock and
+// all: there the second one's mark replaces the first one's, as this
+// handler's set_config does. The next claim finds a mark not the worker's,
+// claims nothing, and the worker stops, loudly, instead of running the
+// queue beside another worker.
+TEST_F(WorkerTest, AWorkerStopsRatherThanClaimInASessionNotMarkedAsItsOwn) {
+  PgConnPtr conn = connect();
+  std::string q = queue("mark");
+  JobId first = enqueue(conn.get(), q, json("first"));
+  JobId second = enqueue(conn.get(), q, json("second"));
+  auto o = options({q});
+  o.transactional = true;
+  o.max_batch = 1;
+  std::atomic<int> runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    ++runs;
+    PQclear(PQexec(job.db,
+                   "SELECT set_config('pgjobq.lock_mark', 'another worker', "
+                   "false)"));
+    return HandlerResult::complete();
+  });
+  ASSERT_TRUE(
+      wait_until([&] { return worker.finished(); }, milliseconds(10000)))
+      << "the worker went on claiming; runs: " << runs.load();
+  std::exception_ptr error = worker.wait_for_exit();
+  ASSERT_TRUE(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    EXPECT_TRUE(
+        test::contains(e.what(), "not the one holding the queue's lock"))
+        << e.what();
+    EXPECT_TRUE(test::contains(e.what(), q)) << e.what();
+  }
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_EQ(state_of(first), JobState::completed);
+  auto job = query_job(conn.get(), second);
+  EXPECT_EQ(job->state, JobState::pending);
+  EXPECT_EQ(job->attempts, 0);
+}
+
 // A transactional handler's work that fails only at COMMIT (a deferred
 // constraint here; a serialization failure alike) rolls back with the
 // job's outcome. That is the handler's error, recorded on the job and
@@ -1186,8 +1229,8 @@ TEST_F(WorkerTest, ClaimAndCompletionStaySeeksWhenTheBacklogOutgrowsThePlans) {
         "custom_plans::text, ', ' ORDER BY name) FROM pg_prepared_statements "
         "WHERE name IN ('pgjobq_claim_jobs', 'pgjobq_finish_jobs')");
     std::map<std::string, std::string> runs = {
-        {"claim",
-         "pgjobq_claim_jobs(" + queue_id + ", " + position + ", 1, 25)"},
+        {"claim", "pgjobq_claim_jobs(" + queue_id + ", " + position +
+                      ", 1, 25, current_setting('pgjobq.lock_mark'))"},
         {"finish", "pgjobq_finish_jobs(" + queue_id + ", '[{\"id\": " + next +
                        ", \"attempt\": 0, \"state\": \"completed\"}]')"}};
     // Under the settings the worker runs them with: its generic plans.
