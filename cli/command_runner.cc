@@ -64,6 +64,26 @@ std::string error_text(int error) {
   return std::generic_category().message(error);
 }
 
+// Whether `error` means the worker is short of descriptors, processes or
+// memory for now: the command did not start, and may once others end.
+bool is_shortage(int error) {
+  return error == EMFILE || error == ENFILE || error == EAGAIN ||
+         error == ENOMEM;
+}
+
+// The command could not be started for want of the worker's resources
+// (is_shortage): nothing ran, and handle() tries again.
+class NotStarted : public Error {
+ public:
+  using Error::Error;
+};
+
+[[noreturn]] void throw_start_failure(const std::string& what, int error) {
+  std::string message = what + ": " + error_text(error);
+  if (is_shortage(error)) throw NotStarted(message);
+  throw Error(message);
+}
+
 void set_nonblocking(int fd) {
   int flags = fcntl(fd, F_GETFL);
   if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
@@ -103,6 +123,9 @@ struct Launch {
   // Write end of a close-on-exec pipe: an errno written here means the
   // command could not be started.
   int error_fd;
+  // The open-file limit the command gets, if restore_nofile.
+  struct rlimit nofile;
+  bool restore_nofile;
 };
 
 [[noreturn]] void write_errno_and_exit(int error_fd, int error) {
@@ -156,6 +179,7 @@ void set_disposition(int sig, void (*handler)(int)) {
   // close-on-exec and stays open until exec.
   for (int fd = 3; fd < l.error_fd; ++fd) close(fd);
   close_range(static_cast<unsigned>(l.error_fd) + 1, ~0U, 0);
+  if (l.restore_nofile) setrlimit(RLIMIT_NOFILE, &l.nofile);
   execvpe(l.argv[0], l.argv, l.envp);
   write_errno_and_exit(l.error_fd, errno);
 }
@@ -349,43 +373,41 @@ CommandOutcome CommandRunner::run(
   int in[2];
   int out[2];
   if (pipe2(in, O_CLOEXEC) != 0) {
-    throw Error("cannot create a pipe: " + error_text(errno));
+    throw_start_failure("cannot create a pipe", errno);
   }
   Fd in_read(in[0]);
   Fd in_write(in[1]);
   if (pipe2(out, O_CLOEXEC) != 0) {
-    throw Error("cannot create a pipe: " + error_text(errno));
+    throw_start_failure("cannot create a pipe", errno);
   }
   Fd out_read(out[0]);
   Fd out_write(out[1]);
 
   int err[2];
   if (pipe2(err, O_CLOEXEC) != 0) {
-    throw Error("cannot create a pipe: " + error_text(errno));
+    throw_start_failure("cannot create a pipe", errno);
   }
   Fd err_write(err[1]);
   StderrTee err_tee(err[0], kStderrTail);
 
   int errors[2];
   if (pipe2(errors, O_CLOEXEC) != 0) {
-    throw Error("cannot create a pipe: " + error_text(errno));
+    throw_start_failure("cannot create a pipe", errno);
   }
   Fd error_read(errors[0]);
   Fd error_write(errors[1]);
 
   pid_t pid = -1;
   {
-    Launch launch{argv.data(),      envp.data(),     getpid(),
-                  in_read.get(),    out_write.get(), err_write.get(),
-                  error_write.get()};
+    Launch launch{argv.data(),       envp.data(),     getpid(),
+                  in_read.get(),     out_write.get(), err_write.get(),
+                  error_write.get(), command_nofile_, restore_nofile_};
     // Starting and registering under one lock: kill_all() sees every
     // child, and none starts after it.
     std::lock_guard lock(mutex_);
     if (killed_) throw Error("the worker is exiting");
     pid = fork();
-    if (pid < 0) {
-      throw Error("cannot run " + description_ + ": " + error_text(errno));
-    }
+    if (pid < 0) throw_start_failure("cannot run " + description_, errno);
     if (pid == 0) run_keeper(launch);
     // Also here: kill(-pid) must find the group however soon it is sent.
     setpgid(pid, pid);
@@ -404,7 +426,7 @@ CommandOutcome CommandRunner::run(
     }
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    throw Error("cannot run " + description_ + ": " + error_text(start_error));
+    throw_start_failure("cannot run " + description_, start_error);
   }
   in_read.reset();
   out_write.reset();
@@ -565,16 +587,52 @@ CommandOutcome CommandRunner::run(
 HandlerResult CommandRunner::handle(const JobContext& job) {
   std::string input =
       job.data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::vector<std::pair<std::string, std::string>> env{
+      {"PGJOBQ_JOB_ID", std::to_string(job.id.value)},
+      {"PGJOBQ_QUEUE", std::string(job.queue)},
+      {"PGJOBQ_ATTEMPT", std::to_string(job.attempt)}};
   CommandOutcome out;
-  try {
-    out = run(input,
-              {{"PGJOBQ_JOB_ID", std::to_string(job.id.value)},
-               {"PGJOBQ_QUEUE", std::string(job.queue)},
-               {"PGJOBQ_ATTEMPT", std::to_string(job.attempt)}},
-              job.stop);
-  } catch (...) {
-    wait_for_exit_if_killed();
-    throw;
+  // A worker serving many queues can run out of descriptors or processes
+  // while other queues' commands run: this job has not started, so it
+  // waits for them to end rather than fail an attempt it never made.
+  // (Before: "cannot create a pipe: Too many open files" was the job's
+  // error; under --on-error retry, with a small --max-attempts, the job
+  // ended failed without ever running:
+  // CliWorkTest.CommandsWaitForDescriptorsRatherThanFailTheirJobs.)
+  auto patience_ends = SteadyClock::now() + kStartPatience;
+  milliseconds pause{10};
+  bool warned = false;
+  while (true) {
+    try {
+      out = run(input, env, job.stop);
+      break;
+    } catch (const NotStarted& e) {
+      wait_for_exit_if_killed();
+      if (job.stop.stop_requested() || SteadyClock::now() >= patience_ends) {
+        throw Error(std::string(e.what()) +
+                    (job.stop.stop_requested()
+                         ? " (stopped while waiting to start it)"
+                         : " (for " +
+                               std::to_string(kStartPatience.count() / 1000) +
+                               " s)"));
+      }
+      if (!warned) {
+        log(LogLevel::warning,
+            "queue \"" + std::string(job.queue) + "\": job " +
+                std::to_string(job.id.value) + ": " + e.what() +
+                "; waiting for other commands to end (the job has not "
+                "started)");
+        warned = true;
+      }
+      for (auto until = SteadyClock::now() + pause;
+           SteadyClock::now() < until && !job.stop.stop_requested();) {
+        std::this_thread::sleep_for(milliseconds(5));
+      }
+      pause = std::min(pause * 2, milliseconds(500));
+    } catch (...) {
+      wait_for_exit_if_killed();
+      throw;
+    }
   }
   // A command killed by kill_all() did not fail: the process is exiting,
   // and the job must stay as it is, to run again. Returning would let the

@@ -2,6 +2,7 @@
 
 // Runs a job's command: `pgjobq work QUEUE... -- CMD [ARG...]`.
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -61,6 +62,12 @@ struct CommandOutcome {
 // Thread-safe: the Worker calls handle() from one thread per queue.
 class CommandRunner {
  public:
+  // How long handle() waits for the worker's file descriptors or processes
+  // to free up when the command cannot be started for want of them (a
+  // worker serving many queues at its RLIMIT_NOFILE or RLIMIT_NPROC)
+  // before that is the job's error. The job has not run meanwhile.
+  static constexpr std::chrono::milliseconds kStartPatience{30000};
+
   // Exit code that reschedules the job (EX_TEMPFAIL of sysexits.h).
   static constexpr int kRescheduleExitCode = 75;
 
@@ -85,6 +92,13 @@ class CommandRunner {
       const std::vector<std::pair<std::string, std::string>>& env,
       std::stop_token stop);
 
+  // The RLIMIT_NOFILE commands start with: `pgjobq work` raises its own
+  // soft limit, and gives the commands the one it was started with.
+  void set_command_open_file_limit(const struct rlimit& limit) noexcept {
+    command_nofile_ = limit;
+    restore_nofile_ = true;
+  }
+
   // SIGKILLs the process group of every running command, and refuses to
   // start more. For the second SIGTERM: the process exits right after, and
   // handle() never returns from then on.
@@ -97,6 +111,8 @@ class CommandRunner {
   std::chrono::milliseconds kill_grace_;
   std::string description_;
   std::vector<std::string> secrets_;
+  struct rlimit command_nofile_ {};
+  bool restore_nofile_ = false;
 
   // `what` went wrong, with the end of the command's stderr, if any.
   std::string failure(const std::string& what, const CommandOutcome& out) const;

@@ -5,11 +5,13 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "cli/command_runner.h"
@@ -145,6 +147,37 @@ class LoggingHandler {
   CommandRunner& runner_;
 };
 
+// A worker holds two descriptors per queue (its PostgreSQL session and its
+// Redis publisher) and each running command about five more (pipes, a
+// pidfd): 250 busy queues need some 1,800, past the soft limit of 1,024
+// that most systems start processes with (systemd, login shells), and
+// commands then failed to start ("cannot create a pipe: Too many open
+// files"). So the soft limit is raised to the hard one, as systemd advises
+// for programs that need many descriptors and use no select(); the
+// commands get the limit the worker was started with. Returns that limit.
+// Warns if even the hard limit is short of what `queues` may need.
+std::optional<rlimit> raise_open_file_limit(std::size_t queues) {
+  rlimit original{};
+  if (getrlimit(RLIMIT_NOFILE, &original) != 0) return std::nullopt;
+  rlimit raised = original;
+  if (raised.rlim_cur != raised.rlim_max) {
+    raised.rlim_cur = raised.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) raised = original;
+  }
+  rlim_t wanted = 32 + 7 * static_cast<rlim_t>(queues);
+  if (raised.rlim_cur != RLIM_INFINITY && raised.rlim_cur < wanted) {
+    log(LogLevel::warning,
+        "work: " + std::to_string(queues) + " queue(s) may need up to " +
+            std::to_string(wanted) +
+            " open files (two per queue, and "
+            "about five per running command), but the limit (ulimit -n) "
+            "is " +
+            std::to_string(raised.rlim_cur) +
+            "; commands will wait for descriptors to free up");
+  }
+  return original;
+}
+
 }  // namespace
 
 int work_command(const Connections& c, const WorkArgs& a,
@@ -194,6 +227,9 @@ int work_command(const Connections& c, const WorkArgs& a,
   SignalThread::block();
   CommandRunner runner(command, kDefaultMaxPayloadBytes,
                        std::chrono::milliseconds(2000), connection_secrets(c));
+  if (std::optional<rlimit> limit = raise_open_file_limit(a.queues.size())) {
+    runner.set_command_open_file_limit(*limit);
+  }
   Worker worker(std::move(o), LoggingHandler(runner));
   SignalThread signals(worker, runner);
   try {

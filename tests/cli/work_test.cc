@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -48,6 +50,20 @@ class CliWorkTest : public CliTest {
   std::string started_then_held_until_go() {
     return "touch " + file("started") + "; while [ ! -e " + file("go") +
            " ]; do sleep 0.01; done; cat";
+  }
+
+  // `pgjobq work QUEUES... OPTIONS... -- sh -c SCRIPT` started by a shell
+  // that first runs `ulimit ULIMIT` (say "-Sn 64").
+  std::unique_ptr<Subprocess> work_under_ulimit(
+      const std::string& ulimit, const std::vector<std::string>& queues,
+      const std::string& script, const std::vector<std::string>& options = {}) {
+    std::vector<std::string> argv{"sh", "-c",
+                                  "ulimit " + ulimit + " && exec \"$0\" \"$@\"",
+                                  PGJOBQ_CLI, "work"};
+    argv.insert(argv.end(), queues.begin(), queues.end());
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.insert(argv.end(), {"--", "sh", "-c", script});
+    return std::make_unique<Subprocess>(argv, env());
   }
 
   bool finished(JobId id) {
@@ -412,6 +428,85 @@ TEST_F(CliWorkTest, ProcessesACommandLeavesBehindEndWithItsJob) {
   ASSERT_TRUE(exists("crash-bg"));
   EXPECT_TRUE(
       wait_until([&] { return process_gone(std::stoi(read("crash-bg"))); }));
+}
+
+// Whether this build has AddressSanitizer (and UBSan with it): g++
+// defines __SANITIZE_ADDRESS__, clang++ 14 only answers __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Two descriptors per queue and some five per running command: 250 busy
+// queues passed the usual soft limit of 1,024. The worker raises its soft
+// limit to the hard one; its commands get the limit it was started with.
+TEST_F(CliWorkTest, RaisesItsOpenFileLimitButNotItsCommands) {
+  rlimit ours{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &ours), 0);
+  if (ours.rlim_max != RLIM_INFINITY && ours.rlim_max <= 64) {
+    GTEST_SKIP() << "the hard open-file limit is only " << ours.rlim_max;
+  }
+  std::string q = queue();
+  JobId id = add_job(q, "{}");
+  auto worker = work_under_ulimit("-Sn 64", {q}, "ulimit -Sn");
+  ASSERT_TRUE(wait_until([&] { return finished(id); })) << worker->err();
+  EXPECT_EQ(job_field(id, "result"), "64");
+  std::ifstream limits("/proc/" + std::to_string(worker->pid()) + "/limits");
+  std::string line;
+  while (std::getline(limits, line) && !line.starts_with("Max open files")) {
+  }
+  std::istringstream fields(line.substr(std::string("Max open files").size()));
+  std::string soft;
+  std::string hard;
+  fields >> soft >> hard;
+  EXPECT_EQ(soft, hard) << line;
+  EXPECT_NE(soft, "64") << line;
+}
+
+// At its hard limit, a worker whose queues' commands take every descriptor
+// makes the next command wait for one, rather than fail a job that never
+// ran. (Before: "cannot create a pipe: Too many open files" was the job's
+// error, and with --max-attempts 1 the job ended failed.)
+TEST_F(CliWorkTest, CommandsWaitForDescriptorsRatherThanFailTheirJobs) {
+  if (kSanitized) {
+    // Their runtime probes memory through a pipe of its own: out of
+    // descriptors, UBSan took std::generic_category() for an invalid
+    // vptr and ended the worker.
+    GTEST_SKIP() << "the sanitizers need descriptors of their own";
+  }
+  std::vector<std::string> queues;
+  std::vector<JobId> ids;
+  for (int i = 0; i < 6; ++i) {
+    queues.push_back(queue("fd" + std::to_string(i)));
+    ids.push_back(add_job(queues.back(), std::to_string(i)));
+  }
+  // Six sessions, six Redis publishers, the subscriber and the standard
+  // descriptors take some 20 of the 30: room for one or two commands.
+  auto worker =
+      work_under_ulimit("-n 30", queues, "sleep 0.3; cat",
+                        {"--on-error", "retry", "--max-attempts", "1"});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return std::all_of(ids.begin(), ids.end(),
+                           [&](JobId id) { return finished(id); });
+      },
+      milliseconds(30000)))
+      << worker->err();
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(state_of(ids[i]), "completed") << job_field(ids[i], "error");
+    EXPECT_EQ(job_field(ids[i], "attempts"), "1");
+    EXPECT_EQ(job_field(ids[i], "result"), std::to_string(i));
+  }
+  // It did run short.
+  EXPECT_TRUE(contains(worker->err(), "Too many open files")) << worker->err();
+  EXPECT_TRUE(worker->running()) << worker->err();
 }
 
 }  // namespace
