@@ -151,9 +151,13 @@ class Runner {
           return;
         } catch (const ConnectionError& e) {
           // A database that cannot be reached at start is a configuration
-          // or deployment problem: fail loudly (the supervisor retries).
-          // Once connected, outages are waited out.
-          if (!connected_once_) throw;
+          // or deployment problem: fail loudly (the supervisor retries),
+          // naming the queue: each takes a connection of its own, and with
+          // many queues the server's or the role's connection limit may
+          // run out part way. Once connected, outages are waited out.
+          if (!connected_once_) {
+            throw ConnectionError(queue_label(queue_) + ": " + e.what());
+          }
           log(LogLevel::warning,
               queue_label(queue_) + ": " + e.what() + "; reconnecting in " +
                   std::to_string(reconnect_delay_.count()) + " ms");
