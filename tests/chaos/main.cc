@@ -19,6 +19,7 @@
 #include "pgjobq/connection.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/worker.h"
+#include "support/sanitized.h"
 #include "support/serve_until_signal.h"
 
 namespace pgjobq::chaos {
@@ -84,20 +85,7 @@ Rows query(PGconn* db, const std::string& sql,
 
 namespace {
 
-// Whether this build has AddressSanitizer: g++ defines
-// __SANITIZE_ADDRESS__, clang++ 14 (the suite's sanitized build) only
-// answers __has_feature.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using test::kSanitized;
 
 // The per-job command of `pgjobq work`: data on stdin, the job in the
 // environment, the result on stdout.

@@ -16,6 +16,7 @@
 #include "cli/cli_fixture.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
+#include "support/sanitized.h"
 
 namespace pgjobq::test {
 namespace {
@@ -430,20 +431,6 @@ TEST_F(CliWorkTest, ProcessesACommandLeavesBehindEndWithItsJob) {
       wait_until([&] { return process_gone(std::stoi(read("crash-bg"))); }));
 }
 
-// Whether this build has AddressSanitizer (and UBSan with it): g++
-// defines __SANITIZE_ADDRESS__, clang++ 14 only answers __has_feature.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 // Two descriptors per queue and some five per running command: 250 busy
 // queues passed the usual soft limit of 1,024. The worker raises its soft
 // limit to the hard one; its commands get the limit it was started with.
@@ -475,7 +462,7 @@ TEST_F(CliWorkTest, RaisesItsOpenFileLimitButNotItsCommands) {
 // ran. (Before: "cannot create a pipe: Too many open files" was the job's
 // error, and with --max-attempts 1 the job ended failed.)
 TEST_F(CliWorkTest, CommandsWaitForDescriptorsRatherThanFailTheirJobs) {
-  if (kSanitized) {
+  if (test::kSanitized) {
     // Their runtime probes memory through a pipe of its own: out of
     // descriptors, UBSan took std::generic_category() for an invalid
     // vptr and ended the worker.
