@@ -550,9 +550,9 @@ std::vector<double> worker_memory(const Servers& s, const std::string& queue,
   {
     PgConnPtr db = connect_database(s.db_url);
     // Through pgjobq.insert_jobs, but built server-side, in chunks.
-    constexpr long kChunk = 100000;
-    for (long done = 0; done < jobs; done += kChunk) {
-      std::string n = std::to_string(std::min(kChunk, jobs - done));
+    constexpr long kServerChunk = 100000;
+    for (long done = 0; done < jobs; done += kServerChunk) {
+      std::string n = std::to_string(std::min(kServerChunk, jobs - done));
       exec(db.get(),
            "SELECT count(*) FROM pgjobq.insert_jobs($1, 9223372036854775807, "
            "(SELECT jsonb_agg($2::jsonb) FROM generate_series(1, $3::int)), "

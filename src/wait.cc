@@ -93,18 +93,30 @@ void await_message(redis::Subscriber& subscriber, const std::string& channel,
   }
 }
 
-// Refuses a wait in a transaction whose snapshot is fixed (REPEATABLE
-// READ, SERIALIZABLE): it could never see the job finish, and would only
-// time out.
-void refuse_fixed_snapshot(PGconn* db) {
+// Refuses a wait in a transaction that could never see the job finish,
+// and would only time out: one whose snapshot is fixed (REPEATABLE READ,
+// SERIALIZABLE), or one that enqueued (or rescheduled) the job itself and
+// has not committed, so that no worker can see the job. The latter also
+// held the queue's row all the while, stalling every other enqueuer of the
+// queue until the timeout.
+void refuse_hopeless_wait(PGconn* db, JobId id) {
   PGTransactionStatusType status = PQtransactionStatus(db);
   if (status != PQTRANS_INTRANS && status != PQTRANS_INERROR) return;
-  pg::Result row = pg::exec(db, sql::kTransactionIsolation, {});
+  pg::Param params[] = {pg::param(id.value)};
+  pg::Result row = pg::exec(db, sql::kWaitInTransaction, params);
   std::string isolation(row.text(0, 0));
-  if (isolation == "read committed" || isolation == "read uncommitted") return;
-  throw InvalidInput("wait_for_result in a " + isolation +
-                     " transaction would never see the job finish; wait "
-                     "outside the transaction or in a READ COMMITTED one");
+  if (isolation != "read committed" && isolation != "read uncommitted") {
+    throw InvalidInput("wait_for_result in a " + isolation +
+                       " transaction would never see the job finish; wait "
+                       "outside the transaction or in a READ COMMITTED one");
+  }
+  if (row.boolean(0, 1)) {
+    throw InvalidInput(
+        "wait for job " + std::to_string(id.value) +
+        ": it was enqueued (or rescheduled) in this transaction, which has "
+        "not committed, and no worker can see it before it does; commit "
+        "first, then wait");
+  }
 }
 
 }  // namespace
@@ -112,7 +124,7 @@ void refuse_fixed_snapshot(PGconn* db) {
 nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
                                milliseconds timeout) {
   try {
-    refuse_fixed_snapshot(db);
+    refuse_hopeless_wait(db, id);
   } catch (const InvalidInput&) {
     throw;
   } catch (...) {

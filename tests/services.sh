@@ -79,6 +79,8 @@ services_start() {
       echo "full_page_writes = off"
       # Lets tests check FIFO against the order transactions really committed.
       echo "track_commit_timestamp = on"
+      # Lets tests enqueue in two-phase commits (PREPARE TRANSACTION).
+      echo "max_prepared_transactions = 10"
     fi
   } >>"$PGJOBQ_PG_DATA/postgresql.conf"
   local started=0

@@ -45,8 +45,13 @@ void validate_queue_name(std::string_view queue);
 // unfinished jobs; then nothing was written and the transaction is usable.
 // Throws InvalidInput (bad name, malformed, too deep or too large payload;
 // nothing sent) or DatabaseError / ConnectionError (the caller's transaction
-// is then aborted, as with any failed statement). Thread-safe for distinct
-// connections.
+// is then aborted, as with any failed statement). In a REPEATABLE READ or
+// SERIALIZABLE transaction, an enqueuer of the same queue that committed
+// after the transaction's snapshot makes it a DatabaseError with SQLSTATE
+// 40001 (retry the transaction), and `finished` jobs are counted as of the
+// snapshot, so the limit may refuse where a fresh transaction would not.
+// Outside a transaction such a failure (under default_transaction_isolation)
+// is retried and never seen. Thread-safe for distinct connections.
 std::optional<JobId> try_enqueue(PGconn* db, std::string_view queue,
                                  const nlohmann::json& data,
                                  std::int64_t limit = kDefaultLimit);

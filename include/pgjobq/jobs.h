@@ -30,7 +30,9 @@ std::string job_channel(JobId id);
 //
 // Run it outside a transaction, or in a READ COMMITTED one: each check
 // needs to see newly committed jobs (in a REPEATABLE READ or SERIALIZABLE
-// transaction it throws InvalidInput). A `timeout` over a century, such as
+// transaction it throws InvalidInput; so it does for a job this very
+// transaction enqueued or rescheduled and has not committed, which no worker
+// can see before it commits). A `timeout` over a century, such as
 // milliseconds::max(), waits for ever.
 //
 // Throws Timeout when `timeout` passes first, JobFailed if the job ended
@@ -41,9 +43,10 @@ nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
 
 // Sends job `id` to the back of its queue as a fresh job (attempts reset to
 // 0). Applies to pending jobs, and to failed or cancelled ones, which become
-// pending again. Runs in the caller's transaction if one is open. Throws
-// NoSuchJob, WrongState (running or completed), DatabaseError. Wake the
-// worker with notify() after commit.
+// pending again. Runs in the caller's transaction if one is open; outside
+// one, a serialization failure is retried (as for try_enqueue).
+// Throws NoSuchJob, WrongState (running or completed), DatabaseError. Wake
+// the worker with notify() after commit.
 void reschedule(PGconn* db, JobId id);
 
 // Cancels pending job `id`: it will never run. Throws NoSuchJob, WrongState

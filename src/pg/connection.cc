@@ -1,7 +1,10 @@
 #include "pg/connection.h"
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pgjobq/errors.h"
@@ -128,8 +131,38 @@ std::string notice_line(const PGresult* notice) {
 Result exec(PGconn* conn, const Statement& statement,
             std::span<const Param> params) {
   ParamArrays arrays(params);
-  return check(conn, PQexecParams(conn, statement.text, arrays.count(), nullptr,
-                                  arrays.values.data(), nullptr, nullptr, 0));
+  // Outside a transaction the statement is a transaction of its own, and a
+  // serialization failure undid all of it: run it again. A
+  // session whose default_transaction_isolation is REPEATABLE READ or
+  // SERIALIZABLE gets one whenever a row it waited for (its queue's, say,
+  // held by another enqueuer) was changed meanwhile; an autocommit enqueue
+  // used to fail with "could not serialize access due to concurrent
+  // update". Each failure means another transaction committed first, so
+  // the retries do not spin; they are bounded all the same. Inside the
+  // caller's transaction the error is the caller's (the transaction is
+  // aborted). A deadlock (40P01) is not retried: PostgreSQL chose this
+  // statement to fail, and its caller is told, as before
+  // (RaceTest.TransactionalHandlerThatEnqueuesSurvivesADeadlock).
+  constexpr int kMaxAttempts = 100;
+  bool own_transaction = PQtransactionStatus(conn) == PQTRANS_IDLE;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return check(conn,
+                   PQexecParams(conn, statement.text, arrays.count(), nullptr,
+                                arrays.values.data(), nullptr, nullptr, 0));
+    } catch (const DatabaseError& e) {
+      if (!own_transaction || e.sqlstate() != "40001" ||
+          attempt == kMaxAttempts ||
+          PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        throw;
+      }
+    }
+    // Most failures pass at once; a crowd of them backs off a little.
+    if (attempt > 3) {
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(std::min(attempt, 50)));
+    }
+  }
 }
 
 Result exec_script(PGconn* conn, const char* sql) {

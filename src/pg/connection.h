@@ -84,7 +84,9 @@ std::string notice_line(const PGresult* notice);
 bool utf8_session(PGconn* conn) noexcept;
 
 // Runs one statement with text parameters on any connection and returns its
-// rows. Throws as check() does.
+// rows. Throws as check() does. Sent outside a transaction, where it is a
+// transaction of its own, a serialization failure (40001) runs it again,
+// up to 100 times; in a transaction, it is thrown.
 Result exec(PGconn* conn, const Statement& statement,
             std::span<const Param> params = {});
 

@@ -360,6 +360,45 @@ TEST_F(WaitTest, AWaitInAFixedSnapshotIsRefused) {
   exec(conn.get(), "ROLLBACK");
 }
 
+// A wait in the very transaction that enqueued (or rescheduled) the job,
+// before it commits: no worker can see the job, so the wait could only
+// time out, holding the queue's row all the while and stalling every other
+// enqueuer of the queue. It is refused at once, the transaction untouched.
+TEST_F(WaitTest, AWaitForAJobItsOwnTransactionHasNotCommittedIsRefused) {
+  PgConnPtr conn = connect();
+  PgConnPtr other = connect();
+  std::string q = queue();
+  RedisLink redis(test::redis_url());
+  JobId committed = enqueue(other.get(), q, json("committed"));
+  auto expect_refused = [&](JobId id) {
+    auto start = SteadyClock::now();
+    try {
+      wait_for_result(conn.get(), redis, id, milliseconds(10000));
+      ADD_FAILURE() << "expected InvalidInput";
+    } catch (const InvalidInput& e) {
+      EXPECT_TRUE(test::contains(e.what(), "has not committed")) << e.what();
+    }
+    EXPECT_LT(SteadyClock::now() - start, milliseconds(5000));
+    EXPECT_EQ(PQtransactionStatus(conn.get()), PQTRANS_INTRANS);
+  };
+  exec(conn.get(), "BEGIN");
+  expect_refused(enqueue(conn.get(), q, json("mine")));
+  exec(conn.get(), "SAVEPOINT s");
+  expect_refused(enqueue(conn.get(), q, json("in a savepoint")));
+  exec(conn.get(), "ROLLBACK TO SAVEPOINT s");
+  exec(conn.get(), "ROLLBACK");
+  // A job another transaction committed is waited for as ever, also in a
+  // transaction; one this transaction rescheduled is not.
+  exec(conn.get(), "BEGIN");
+  EXPECT_THROW(wait_for_result(conn.get(), redis, committed, milliseconds(100)),
+               Timeout);
+  reschedule(conn.get(), committed);
+  expect_refused(committed);
+  exec(conn.get(), "ROLLBACK");
+  EXPECT_THROW(wait_for_result(conn.get(), redis, committed, milliseconds(100)),
+               Timeout);
+}
+
 TEST_F(WaitTest, UnknownJobIsNoSuchJob) {
   PgConnPtr conn = connect();
   RedisLink redis(test::redis_url());
