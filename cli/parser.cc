@@ -207,8 +207,9 @@ void add_work_command(CLI::App& app, const ConnectionsPtr& c,
                   "duration such as 90s, 10m; default: no limit)");
   sub->add_option("--retry-delay", a->retry_delay,
                   "With --on-error retry: the first back-off, doubling per "
-                  "attempt up to a minute; also the wait before a job that "
-                  "exited 75 alone in its queue runs again")
+                  "attempt up to a minute (a longer one stays as it is); "
+                  "also the wait before a job that exited 75 alone in its "
+                  "queue runs again")
       ->capture_default_str();
   sub->add_option("--dead-session-timeout", a->dead_session_timeout,
                   "A connection to PostgreSQL silent this long (TCP "

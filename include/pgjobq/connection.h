@@ -57,7 +57,7 @@ std::string redis_url_or_default(std::string_view url = {});
 
 // A link to Redis for publishing wake-ups and waiting for results.
 //
-// URLs: redis://[[user]:password@]host[:port][/db] and
+// URLs: redis://[[user]:password@]host[:port][/db][?db=N&password=P] and
 // unix:///path/to/redis.sock[?db=N&password=P]. AUTH and SELECT are sent on
 // every (re)connect. The link connects on first use and reconnects after a
 // failure, so one link survives a Redis restart. Redis holds nothing that

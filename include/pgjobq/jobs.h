@@ -44,14 +44,14 @@ nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
 // Sends job `id` to the back of its queue as a fresh job (attempts reset to
 // 0). Applies to pending jobs, and to failed or cancelled ones, which become
 // pending again. Runs in the caller's transaction if one is open; outside
-// one, a serialization failure is retried (as for try_enqueue).
-// Throws NoSuchJob, WrongState (running or completed), DatabaseError. Wake
-// the worker with notify() after commit.
+// one, a serialization failure is retried (as for try_enqueue). Throws
+// NoSuchJob, WrongState (running or completed), DatabaseError,
+// ConnectionError. Wake the worker with notify() after commit.
 void reschedule(PGconn* db, JobId id);
 
-// Cancels pending job `id`: it will never run. Throws NoSuchJob, WrongState
-// (not pending), DatabaseError, ConnectionError. Thread-safe for distinct
-// connections.
+// Cancels pending job `id`: it will never run. Runs in the caller's
+// transaction if one is open. Throws NoSuchJob, WrongState (not pending),
+// DatabaseError, ConnectionError. Thread-safe for distinct connections.
 void cancel(PGconn* db, JobId id);
 
 }  // namespace pgjobq

@@ -101,12 +101,16 @@ Address parse_url(std::string_view url) {
       address.password = decode(userinfo.substr(colon + 1), redacted);
     }
   }
-  std::size_t slash = rest.find('/');
-  std::string_view hostport = rest.substr(0, slash);
-  if (slash != std::string_view::npos) {
-    std::string_view path = rest.substr(slash + 1);
+  // The host and port end at the path or at the query, whichever comes
+  // first: redis://h:6379?db=4 has no path (it was read as the port
+  // "6379?db=4", and redis://h?db=4 as the host "h?db=4").
+  std::size_t end = rest.find_first_of("/?");
+  std::string_view hostport = rest.substr(0, end);
+  if (end != std::string_view::npos) {
+    std::string_view path = rest.substr(end);
     std::size_t q = path.find('?');
     std::string_view db = path.substr(0, q);
+    if (db.starts_with('/')) db.remove_prefix(1);
     if (!db.empty()) address.db = parse_number(db, 1 << 20, redacted, "db");
     if (q != std::string_view::npos) parse_query(path.substr(q + 1), address);
   }

@@ -40,6 +40,29 @@ TEST(RedisUrlTest, ParsesUnixSockets) {
   EXPECT_EQ(a.redacted.find("password=x"), std::string::npos);
 }
 
+TEST(RedisUrlTest, ParsesAQueryWithoutAPath) {
+  // A query may follow the host or port directly (RFC 3986), as in other
+  // clients' URLs. It used to end up in the port ("port must be a number")
+  // or, with no port, in the host name, which then failed to resolve.
+  Address a = parse_url("redis://:pw@h:6380?db=4");
+  EXPECT_EQ(a.host, "h");
+  EXPECT_EQ(a.port, 6380);
+  EXPECT_EQ(a.db, 4);
+  EXPECT_EQ(a.password, "pw");
+  Address b = parse_url("redis://h?db=5&password=x");
+  EXPECT_EQ(b.host, "h");
+  EXPECT_EQ(b.port, 6379);
+  EXPECT_EQ(b.db, 5);
+  EXPECT_EQ(b.password, "x");
+  Address c = parse_url("redis://h:1/?db=6");
+  EXPECT_EQ(c.db, 6);
+  Address d = parse_url("redis://[::1]:7000?db=2");
+  EXPECT_EQ(d.host, "::1");
+  EXPECT_EQ(d.port, 7000);
+  EXPECT_EQ(d.db, 2);
+  EXPECT_THROW(parse_url("redis://h?colour=blue"), InvalidInput);
+}
+
 TEST(RedisUrlTest, ParsesIpv6Hosts) {
   Address a = parse_url("redis://[::1]:7000");
   EXPECT_EQ(a.host, "::1");
