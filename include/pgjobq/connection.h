@@ -58,10 +58,12 @@ std::string redis_url_or_default(std::string_view url = {});
 // A link to Redis for publishing wake-ups and waiting for results.
 //
 // URLs: redis://[[user]:password@]host[:port][/db][?db=N&password=P] and
-// unix:///path/to/redis.sock[?db=N&password=P]. AUTH and SELECT are sent on
-// every (re)connect. The link connects on first use and reconnects after a
-// failure, so one link survives a Redis restart. Redis holds nothing that
-// matters to pgjobq: callers treat its failures as lost wake-ups.
+// unix:///path/to/redis.sock[?db=N&password=P]; a userinfo without a ':'
+// (redis://secret@host) is a password, as several clients spell one.
+// AUTH and SELECT are sent on every (re)connect. The link connects on first use
+// and reconnects after a failure, so one link survives a Redis restart. Redis
+// holds nothing that matters to pgjobq: callers treat its failures as lost
+// wake-ups.
 //
 // It holds up to two connections: one for PUBLISH, opened by the first
 // publish, and one in subscribe mode, opened by the first

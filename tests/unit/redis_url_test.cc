@@ -63,6 +63,14 @@ TEST(RedisUrlTest, ParsesAQueryWithoutAPath) {
   EXPECT_THROW(parse_url("redis://h?colour=blue"), InvalidInput);
 }
 
+TEST(RedisUrlTest, AUserinfoWithoutAColonIsAPassword) {
+  Address a = parse_url("redis://s3cret@h:6380/2");
+  EXPECT_EQ(a.user, "");
+  EXPECT_EQ(a.password, "s3cret");
+  EXPECT_EQ(a.db, 2);
+  EXPECT_EQ(a.redacted.find("s3cret"), std::string::npos) << a.redacted;
+}
+
 TEST(RedisUrlTest, ParsesIpv6Hosts) {
   Address a = parse_url("redis://[::1]:7000");
   EXPECT_EQ(a.host, "::1");
