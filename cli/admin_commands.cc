@@ -39,14 +39,16 @@ std::string pad_right(const std::string& text, std::size_t width) {
 }
 
 void print_table(const std::vector<QueueStatus>& rows) {
-  const char* headers[] = {"QUEUE",  "PENDING",   "RUNNING",       "COMPLETED",
-                           "FAILED", "CANCELLED", "OLDEST PENDING"};
+  const char* headers[] = {"QUEUE",     "PENDING",  "RUNNING",
+                           "COMPLETED", "FAILED",   "CANCELLED",
+                           "WORKERS",   "STANDBYS", "OLDEST PENDING"};
   std::vector<std::vector<std::string>> cells;
   for (const QueueStatus& s : rows) {
     cells.push_back(
         {s.queue, std::to_string(s.pending), std::to_string(s.running),
          std::to_string(s.completed), std::to_string(s.failed),
-         std::to_string(s.cancelled),
+         std::to_string(s.cancelled), std::to_string(s.workers),
+         std::to_string(s.standbys),
          s.oldest_pending_age ? format_age(*s.oldest_pending_age) : "-"});
   }
   std::vector<std::size_t> widths;
@@ -105,6 +107,8 @@ int status_command(const Connections& c, const StatusArgs& a) {
                           {"completed", q.completed},
                           {"failed", q.failed},
                           {"cancelled", q.cancelled},
+                          {"workers", q.workers},
+                          {"standbys", q.standbys},
                           {"oldest_pending_age_seconds", age}},
                          2);
   }

@@ -236,13 +236,15 @@ void add_admin_commands(CLI::App& app, const ConnectionsPtr& c,
   {
     auto a = std::make_shared<StatusArgs>();
     CLI::App* sub = app.add_subcommand(
-        "status", "Show each queue's jobs by state, and its oldest pending");
+        "status",
+        "Show each queue's jobs by state, its workers, its oldest pending");
     sub->footer(
         "Per queue: pending, running, completed, failed and cancelled jobs\n"
-        "(finished ones until pruned) and the age of the oldest pending job,\n"
-        "from its enqueue (a rescheduled job keeps its age: it has waited\n"
-        "that long unfinished). A table, or a JSON array with --json\n"
-        "(oldest_pending_age_seconds is null when nothing is pending).\n"
+        "(finished ones until pruned), the workers serving the queue (0 or\n"
+        "1: holding its lock) and standing by, and the age of the oldest\n"
+        "pending job, from its enqueue (a rescheduled job keeps its age: it\n"
+        "has waited that long unfinished). A table, or a JSON array with\n"
+        "--json (oldest_pending_age_seconds is null when nothing is pending).\n"
         "\n"
         "Examples:\n  pgjobq status\n  pgjobq status mail --json");
     sub->add_option("QUEUE", a->queue, "Only this queue");

@@ -109,6 +109,8 @@ std::vector<QueueStatus> queue_status(PGconn* db,
       if (!rows.is_null(r, 6)) {
         s.oldest_pending_age = std::chrono::microseconds(rows.int64(r, 6));
       }
+      s.workers = rows.int64(r, 7);
+      s.standbys = rows.int64(r, 8);
       out.push_back(std::move(s));
     }
     return out;

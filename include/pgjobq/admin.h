@@ -41,6 +41,10 @@ struct QueueStatus {
   // Age of the oldest pending job, if any is pending: from its enqueue, so
   // a rescheduled job keeps its age (it has waited that long unfinished).
   std::optional<std::chrono::microseconds> oldest_pending_age;
+  // Workers serving the queue right now (holding its lock: 0 or 1), and
+  // standbys waiting to take it over. 0 and 0: no worker runs its jobs.
+  std::int64_t workers = 0;
+  std::int64_t standbys = 0;
 };
 
 // Status of every queue (sorted by name), or of `queue` alone. The cost does

@@ -536,11 +536,26 @@ inline constexpr pg::Statement kRollback{"pgjobq_rollback", "ROLLBACK"};
 // $1 queue name or NULL for all. Counts come from the counters; only the
 // unfinished jobs (after the cursor) are read, never the finished ones.
 inline constexpr pg::Statement kQueueStatus{"pgjobq_queue_status", R"sql(
+WITH workers AS (
+  -- The sessions holding each queue's lock (kLockQueue) and waiting for
+  -- it, in this database: pg_locks read once, not once a queue.
+  SELECT l.objid,
+         count(*) FILTER (WHERE l.granted) AS active,
+         count(*) FILTER (WHERE NOT l.granted) AS standby
+  FROM pg_catalog.pg_locks l
+  WHERE l.locktype = 'advisory' AND l.classid = 1886220545
+    AND l.objsubid = 2
+    AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                      WHERE d.datname = pg_catalog.current_database())
+  GROUP BY l.objid
+)
 SELECT q.name, q.admitted - p.finished, p.completed, p.failed, p.cancelled,
        u.running,
-       (extract(epoch FROM clock_timestamp() - u.oldest) * 1000000)::bigint
+       (extract(epoch FROM clock_timestamp() - u.oldest) * 1000000)::bigint,
+       coalesce(w.active, 0), coalesce(w.standby, 0)
 FROM pgjobq.queues q
 JOIN pgjobq.queue_progress p ON p.queue_id = q.id
+LEFT JOIN workers w ON w.objid = q.id::oid
 CROSS JOIN LATERAL (
   SELECT count(*) FILTER (WHERE j.state = 'running') AS running,
          min(j.enqueued_at) FILTER (WHERE j.state = 'pending') AS oldest

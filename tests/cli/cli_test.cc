@@ -729,6 +729,7 @@ TEST_F(CliJobTest, StatusPrintsATableAndJson) {
   EXPECT_TRUE(contains(table.out, "QUEUE")) << table.out;
   EXPECT_TRUE(contains(table.out, "PENDING")) << table.out;
   EXPECT_TRUE(contains(table.out, "OLDEST PENDING")) << table.out;
+  EXPECT_TRUE(contains(table.out, "WORKERS  STANDBYS")) << table.out;
   EXPECT_TRUE(contains(table.out, busy)) << table.out;
 
   ProcessResult r = pgjobq({"status", "--json"});
@@ -746,6 +747,9 @@ TEST_F(CliJobTest, StatusPrintsATableAndJson) {
   EXPECT_EQ(by_queue[done_queue]["completed"], 1);
   EXPECT_EQ(by_queue[idle]["cancelled"], 1);
   EXPECT_TRUE(by_queue[idle]["oldest_pending_age_seconds"].is_null());
+  // No worker serves these queues.
+  EXPECT_EQ(by_queue[busy]["workers"], 0);
+  EXPECT_EQ(by_queue[busy]["standbys"], 0);
 }
 
 TEST_F(CliJobTest, StatusOfOneQueue) {

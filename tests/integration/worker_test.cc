@@ -806,9 +806,19 @@ TEST_F(WorkerTest, SecondWorkerStandsByAndTakesOver) {
     journal.add(job.data.dump());
     return HandlerResult::complete();
   };
+  // What status says of the queue's workers: serving, and standing by.
+  auto workers = [&] {
+    auto s = queue_status(conn.get(), q);
+    if (s.empty()) return std::pair<std::int64_t, std::int64_t>{-1, -1};
+    return std::pair{s[0].workers, s[0].standbys};
+  };
+  using Count = std::pair<std::int64_t, std::int64_t>;
   auto first = std::make_unique<BackgroundWorker>(options({q}), handler);
   ASSERT_TRUE(wait_until([&] { return first->worker().active_queues() == 1; }));
+  EXPECT_EQ(workers(), Count(1, 0));
   BackgroundWorker second(options({q}), handler);
+  EXPECT_TRUE(wait_until([&] { return workers() == Count(1, 1); }))
+      << workers().first << " " << workers().second;
   std::this_thread::sleep_for(milliseconds(300));
   EXPECT_EQ(second.worker().active_queues(), 0);
   first.reset();  // stops gracefully, releasing the lock
@@ -816,6 +826,7 @@ TEST_F(WorkerTest, SecondWorkerStandsByAndTakesOver) {
   ASSERT_TRUE(wait_until([&] { return second.worker().active_queues() == 1; },
                          milliseconds(3000)));
   EXPECT_LT(std::chrono::steady_clock::now() - since, std::chrono::seconds(1));
+  EXPECT_EQ(workers(), Count(1, 0));
   JobId id = enqueue(conn.get(), q, json("after takeover"));
   RedisLink redis(test::redis_url());
   notify(redis, q);
