@@ -20,20 +20,6 @@ using test::wait_until;
 
 class JobsTest : public test::DatabaseTest {
  protected:
-  std::vector<std::int64_t> fifo(const std::string& queue) const {
-    PgConnPtr conn = connect();
-    std::string sql =
-        "SELECT j.id FROM pgjobq.jobs j JOIN pgjobq.queues q ON q.id = "
-        "j.queue_id WHERE q.name = '" +
-        queue + "' AND j.state IN ('pending', 'running') ORDER BY j.position";
-    PGresult* r = PQexec(conn.get(), sql.c_str());
-    std::vector<std::int64_t> ids;
-    for (int i = 0; i < PQntuples(r); ++i) {
-      ids.push_back(std::stoll(PQgetvalue(r, i, 0)));
-    }
-    PQclear(r);
-    return ids;
-  }
   // Runs the queue's jobs to the end with `handler`, then stops.
   void drain(const std::string& queue, Handler handler, int max_attempts = 25) {
     WorkerOptions o = worker_options({queue});
@@ -62,7 +48,8 @@ TEST_F(JobsTest, RescheduleSendsAPendingJobToTheBack) {
   JobId b = enqueue(conn.get(), q, json("b"));
   JobId c = enqueue(conn.get(), q, json("c"));
   reschedule(conn.get(), a);
-  EXPECT_EQ(fifo(q), (std::vector<std::int64_t>{b.value, c.value, a.value}));
+  EXPECT_EQ(fifo(q, true),
+            (std::vector<std::int64_t>{b.value, c.value, a.value}));
   EXPECT_EQ(query_job(conn.get(), a)->state, JobState::pending);
   EXPECT_EQ(queue_status(conn.get(), q)[0].pending, 3);
 }
@@ -75,7 +62,7 @@ TEST_F(JobsTest, RescheduleInARolledBackTransactionChangesNothing) {
   PQclear(PQexec(conn.get(), "BEGIN"));
   reschedule(conn.get(), a);
   PQclear(PQexec(conn.get(), "ROLLBACK"));
-  EXPECT_EQ(fifo(q), (std::vector<std::int64_t>{a.value, b.value}));
+  EXPECT_EQ(fifo(q, true), (std::vector<std::int64_t>{a.value, b.value}));
 }
 
 TEST_F(JobsTest, RescheduleOfAFailedJobRequeuesItAndFixesTheCounts) {

@@ -29,21 +29,6 @@ using test::wait_until;
 
 class TransactionTest : public test::DatabaseTest {
  protected:
-  // Job ids of `queue` in FIFO (position) order.
-  std::vector<std::int64_t> fifo(const std::string& queue) const {
-    PgConnPtr conn = connect();
-    std::string sql =
-        "SELECT j.id FROM pgjobq.jobs j JOIN pgjobq.queues q ON q.id = "
-        "j.queue_id WHERE q.name = '" +
-        queue + "' ORDER BY j.position";
-    PGresult* r = PQexec(conn.get(), sql.c_str());
-    std::vector<std::int64_t> ids;
-    for (int i = 0; i < PQntuples(r); ++i) {
-      ids.push_back(std::stoll(PQgetvalue(r, i, 0)));
-    }
-    PQclear(r);
-    return ids;
-  }
   // `admitted - finished` and the unfinished rows of `queue`, as one
   // string each, for comparing the counters with the rows.
   std::string counted_unfinished(const std::string& queue) const {

@@ -51,21 +51,6 @@ class WorkerTest : public test::DatabaseTest {
     }
     return true;
   }
-  // The positions of `queue`'s jobs, for checking where a job went.
-  std::vector<std::int64_t> fifo(const std::string& queue) const {
-    PgConnPtr conn = connect();
-    std::string sql =
-        "SELECT j.id FROM pgjobq.jobs j JOIN pgjobq.queues q ON q.id = "
-        "j.queue_id WHERE q.name = '" +
-        queue + "' ORDER BY j.position";
-    PGresult* r = PQexec(conn.get(), sql.c_str());
-    std::vector<std::int64_t> ids;
-    for (int i = 0; i < PQntuples(r); ++i) {
-      ids.push_back(std::stoll(PQgetvalue(r, i, 0)));
-    }
-    PQclear(r);
-    return ids;
-  }
 };
 
 TEST_F(WorkerTest, RunsJobsInFifoOrderAndStoresTheirResults) {

@@ -152,6 +152,24 @@ int DatabaseTest::lock_waiters() const {
                   "current_database() AND wait_event_type = 'Lock'"));
 }
 
+std::vector<std::int64_t> DatabaseTest::fifo(const std::string& queue,
+                                             bool unfinished_only) const {
+  PgConnPtr conn = connect();
+  std::string sql =
+      "SELECT j.id FROM pgjobq.jobs j JOIN pgjobq.queues q ON q.id = "
+      "j.queue_id WHERE q.name = '" +
+      queue + "'" +
+      (unfinished_only ? " AND j.state IN ('pending', 'running')" : "") +
+      " ORDER BY j.position";
+  PGresult* r = PQexec(conn.get(), sql.c_str());
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < PQntuples(r); ++i) {
+    ids.push_back(std::stoll(PQgetvalue(r, i, 0)));
+  }
+  PQclear(r);
+  return ids;
+}
+
 std::string DatabaseTest::query_value(const std::string& sql) const {
   PgConnPtr conn = connect();
   PGresult* r = PQexec(conn.get(), sql.c_str());

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -58,6 +59,10 @@ class DatabaseTest : public ::testing::Test {
   std::string query_value(const std::string& sql) const;
   // Sessions of this test's database waiting for a lock held by another.
   int lock_waiters() const;
+  // Job ids of `queue` in FIFO (position) order; with `unfinished_only`,
+  // only its pending and running jobs.
+  std::vector<std::int64_t> fifo(const std::string& queue,
+                                 bool unfinished_only = false) const;
   std::string queue(std::string_view prefix = "q") const {
     return unique_name(prefix);
   }
