@@ -209,8 +209,10 @@ int work_command(const Connections& c, const WorkArgs& a,
   o.max_retry_delay = std::max(o.max_retry_delay, o.retry_delay);
   o.dead_session_timeout =
       positive_duration(a.dead_session_timeout, "--dead-session-timeout");
-  if (o.dead_session_timeout < std::chrono::seconds(1) ||
-      o.dead_session_timeout > std::chrono::hours(18)) {
+  // The Worker refuses it too, but as bad input (exit 1): here it is a
+  // usage error.
+  if (o.dead_session_timeout < WorkerOptions::kShortestDeadSession ||
+      o.dead_session_timeout > WorkerOptions::kLongestDeadSession) {
     throw usage_error("--dead-session-timeout: must be from 1s to 18h");
   }
   // A command costs a process start: batching saves little, and one job

@@ -60,9 +60,6 @@ constexpr milliseconds kPollWithoutRedis{1000};
 // The longest duration WorkerOptions takes.
 constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
-// The longest dead_session_timeout: half of it, the keepalives' idle time,
-// within Linux's limit of 32767 s (TCP_KEEPIDLE, TCP_KEEPINTVL).
-constexpr milliseconds kLongestDeadSession = std::chrono::hours(18);
 // A handler's error message is stored up to this size.
 constexpr std::size_t kMaxErrorBytes = 8192;
 // The largest result a handler may return, as JSON text (HandlerResult),
@@ -934,13 +931,10 @@ Worker::Worker(WorkerOptions options, Handler handler)
   if (options.max_batch < 1) {
     throw InvalidInput("worker: max_batch must be at least 1");
   }
-  if (options.dead_session_timeout < std::chrono::seconds(1)) {
+  if (options.dead_session_timeout < WorkerOptions::kShortestDeadSession) {
     throw InvalidInput("worker: dead_session_timeout must be at least 1 s");
   }
-  // Keepalive probes start after half of it (queue_session.cc), and Linux
-  // takes at most 32767 s for that (TCP_KEEPIDLE): past it no session
-  // could be opened at all.
-  if (options.dead_session_timeout > kLongestDeadSession) {
+  if (options.dead_session_timeout > WorkerOptions::kLongestDeadSession) {
     throw InvalidInput("worker: dead_session_timeout must be at most 18 h");
   }
   // Every deadline is a clock reading plus one of these: ten years at most,

@@ -147,6 +147,11 @@ struct WorkerOptions {
   // own TCP gave up, for hours. The URL's own keepalive settings win on the
   // worker's side. Unix sockets cannot be cut this way and ignore it.
   std::chrono::milliseconds dead_session_timeout = std::chrono::seconds(20);
+  // Its bounds. Keepalive probes start after half of it, and Linux takes
+  // at most 32767 s for that (TCP_KEEPIDLE): past 18 h no session could be
+  // opened at all.
+  static constexpr std::chrono::seconds kShortestDeadSession{1};
+  static constexpr std::chrono::hours kLongestDeadSession{18};
 };
 
 // Thrown by Worker::run() under the crash policy after a handler error was
