@@ -147,9 +147,9 @@ class LoggingHandler {
   CommandRunner& runner_;
 };
 
-// A worker holds two descriptors per queue (its PostgreSQL session and its
-// Redis publisher) and each running command about five more (pipes, a
-// pidfd): 250 busy queues need some 1,800, past the soft limit of 1,024
+// A worker holds a descriptor per queue (its PostgreSQL session), a few
+// for Redis, and each running command about five more (pipes, a pidfd):
+// 250 busy queues need some 1,500, past the soft limit of 1,024
 // that most systems start processes with (systemd, login shells), and
 // commands then failed to start ("cannot create a pipe: Too many open
 // files"). So the soft limit is raised to the hard one, as systemd advises
@@ -164,12 +164,12 @@ std::optional<rlimit> raise_open_file_limit(std::size_t queues) {
     raised.rlim_cur = raised.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &raised) != 0) raised = original;
   }
-  rlim_t wanted = 32 + 7 * static_cast<rlim_t>(queues);
+  rlim_t wanted = 32 + 6 * static_cast<rlim_t>(queues);
   if (raised.rlim_cur != RLIM_INFINITY && raised.rlim_cur < wanted) {
     log(LogLevel::warning,
         "work: " + std::to_string(queues) + " queue(s) may need up to " +
             std::to_string(wanted) +
-            " open files (two per queue, and "
+            " open files (one per queue, and "
             "about five per running command), but the limit (ulimit -n) "
             "is " +
             std::to_string(raised.rlim_cur) +
@@ -237,12 +237,14 @@ int work_command(const Connections& c, const WorkArgs& a,
   try {
     worker.run();
   } catch (const HandlerFailed& e) {
-    // The error itself was logged, and recorded on the job, just before.
+    // One line for the failure and the exit (DESIGN.md: every error is one
+    // clear line); the job holds its whole error.
     throw ExitError(kExitError,
-                    "stopping (--on-error crash) after job " +
-                        std::to_string(e.job().value) +
-                        " failed; its error is recorded on it, and it runs "
-                        "again when the worker restarts");
+                    std::string(e.what()) +
+                        "; stopping (--on-error crash): the error is "
+                        "recorded on the job, and a restarted worker runs "
+                        "it again (or marks it failed after --max-attempts "
+                        "attempts)");
   }
   return kExitOk;
 }

@@ -22,6 +22,7 @@ void Publisher::publish(
     const std::vector<std::pair<JobId, std::string>>& results,
     const std::vector<std::string>& wakeups) {
   if (results.empty() && wakeups.empty()) return;
+  std::lock_guard lock(mutex_);
   if (!conn_ && std::chrono::steady_clock::now() < retry_at_) return;
   try {
     if (!conn_)
@@ -50,7 +51,9 @@ void Publisher::publish(
     retry_at_ = std::chrono::steady_clock::now() + backoff_;
     if (!outage_) {
       log(LogLevel::warning,
-          label_ + ": results not published (waiters will poll): " + e.what());
+          std::string("results not published (waiters and workers will "
+                      "poll): ") +
+              e.what());
       outage_ = true;
     }
   }

@@ -55,6 +55,8 @@ namespace {
 
 constexpr milliseconds kFirstReconnect{100};
 constexpr milliseconds kMaxReconnect{5000};
+// The most Redis connections a worker publishes on (Worker::State).
+constexpr std::size_t kPublishers = 4;
 // While Redis is unreachable, look for work at least this often.
 constexpr milliseconds kPollWithoutRedis{1000};
 // The longest duration WorkerOptions takes.
@@ -112,6 +114,12 @@ struct Worker::State {
   std::mutex fatal_mutex;
   std::exception_ptr fatal;
   std::vector<std::unique_ptr<Running>> running;  // one per queue
+  // Runner i publishes on publishers[i % size]: a Redis connection for
+  // each of the first kPublishers queues, shared beyond (a worker of 300
+  // queues held 301 Redis connections, and a Redis with a small maxclients
+  // then refused enqueuers' notifies). A runner holds one for a round trip
+  // per commit, so a few serve many queues.
+  std::vector<std::unique_ptr<Publisher>> publishers;
   // Atomic: run() called from two threads at once must still be refused
   // once, not start two sets of threads
   // (WorkerTest.RunCalledFromTwoThreadsAtOnceRunsOnce).
@@ -732,9 +740,16 @@ class Runner {
                     std::int64_t started_us = 0) {
     // Handlers may throw anything: invalid UTF-8, NUL, megabytes.
     std::string error = storable_text(raw_error, kMaxErrorBytes);
-    log(transient ? LogLevel::warning : LogLevel::error,
-        queue_label(queue_) + ": " + describe(job) + " failed: " + error +
-            (transient ? "; running it again" : ""));
+    std::string what =
+        queue_label(queue_) + ": " + describe(job) + " failed: " + error;
+    bool crashes = !transient && options_.on_error == ErrorPolicy::crash;
+    // Under the crash policy the error is run()'s exception, which its
+    // caller reports (pgjobq work: one line, as it exits), not a log line
+    // too.
+    if (!crashes) {
+      log(transient ? LogLevel::warning : LogLevel::error,
+          what + (transient ? "; running it again" : ""));
+    }
     Outcome errored{Outcome::Kind::errored, job.id, job.attempt, error};
     errored.started_us = started_us;
     add_done(std::move(errored));
@@ -743,11 +758,7 @@ class Runner {
     // The job is pending again at its place, at the head of the queue.
     cursor_ = job.position - 1;
     if (transient) return;
-    if (options_.on_error == ErrorPolicy::crash) {
-      throw HandlerFailed(
-          queue_label(queue_) + ": " + describe(job) + " failed: " + error,
-          job.id);
-    }
+    if (crashes) throw HandlerFailed(what, job.id);
     // Its last attempt: the next claim marks it failed, at once.
     if (job.attempt >= options_.max_attempts) return;
     if (w_.stop.is_set()) {
@@ -797,7 +808,7 @@ class Runner {
   double arrival_gap_us_ = slow_gap_us();
   std::optional<SteadyClock::time_point> last_arrival_;
 
-  Publisher publisher_{w_.redis_address, queue_label(queue_)};
+  Publisher& publisher_{*w_.publishers[index_ % w_.publishers.size()]};
 };
 
 // Whether the server has closed the connection on `socket` (terminated
@@ -961,6 +972,11 @@ Worker::Worker(WorkerOptions options, Handler handler)
       redis::parse_url(redis_url_or_default(options.redis_url));
   for (std::size_t i = 0; i < options.queues.size(); ++i) {
     state_->running.push_back(std::make_unique<Running>());
+  }
+  for (std::size_t i = 0; i < std::min(options.queues.size(), kPublishers);
+       ++i) {
+    state_->publishers.push_back(
+        std::make_unique<Publisher>(state_->redis_address));
   }
   state_->options = std::move(options);
   state_->handler = std::move(handler);

@@ -155,7 +155,8 @@ struct WorkerOptions {
 };
 
 // Thrown by Worker::run() under the crash policy after a handler error was
-// recorded on its job.
+// recorded on its job. what() names the queue, the job, its attempt and
+// the error; the worker does not also log it.
 class HandlerFailed : public Error {
  public:
   HandlerFailed(const std::string& message, JobId job)

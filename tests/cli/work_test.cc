@@ -186,10 +186,22 @@ TEST_F(CliWorkTest, CrashPolicyRecordsTheErrorAndExitsNonZero) {
   EXPECT_EQ(state_of(id), "pending");
   EXPECT_EQ(state_of(next), "pending");
   EXPECT_EQ(job_field(next, "attempts"), "0");  // FIFO: never started
-  // The last line says why the worker exits.
+  // One error line, the last (DESIGN.md: every error is one clear line):
+  // the job's failure and why the worker exits.
   std::string err = worker->err();
   std::string last = err.substr(err.rfind('\n', err.size() - 2) + 1);
   EXPECT_TRUE(contains(last, "pgjobq: error:")) << err;
+  EXPECT_TRUE(
+      contains(last, "job " + std::to_string(id.value) + " (attempt 1) failed"))
+      << err;
+  EXPECT_TRUE(contains(last, "exited with status 3")) << err;
+  EXPECT_TRUE(contains(last, "stopping (--on-error crash)")) << err;
+  std::size_t error_lines = 0;
+  for (std::size_t at = err.find("pgjobq: error:"); at != std::string::npos;
+       at = err.find("pgjobq: error:", at + 1)) {
+    ++error_lines;
+  }
+  EXPECT_EQ(error_lines, 1u) << err;
 }
 
 TEST_F(CliWorkTest, TheEndOfAFailedCommandsStderrIsRecordedOnTheJob) {

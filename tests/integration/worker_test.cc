@@ -18,6 +18,7 @@
 #include "pgjobq/errors.h"
 #include "pgjobq/jobs.h"
 #include "pgjobq/log.h"
+#include "redis/connection.h"
 #include "support/handlers.h"
 #include "support/sanitized.h"
 #include "support/services.h"
@@ -1065,6 +1066,47 @@ TEST_F(WorkerTest, KeepsWorkingByPollingWhileRedisIsDown) {
     notify(link, q);
     return all_completed({b});
   }));
+  EXPECT_FALSE(worker.finished());
+}
+
+// A worker's Redis connections do not grow with its queues: one
+// subscription, and at most four publishing connections its runners share.
+// (Each runner had one of its own: 300 queues took 301 connections.)
+TEST_F(WorkerTest, ManyQueuesShareAFewRedisConnections) {
+  test::RedisServer redis_server;
+  PgConnPtr conn = connect();
+  std::vector<std::string> queues;
+  for (int i = 0; i < 12; ++i) queues.push_back(queue("share"));
+  auto o = options(queues);
+  o.redis_url = redis_server.url();
+  BackgroundWorker worker(o, [](const JobContext& job) {
+    return HandlerResult::complete(json{{"queue", job.queue}});
+  });
+  ASSERT_TRUE(
+      wait_until([&] { return worker.worker().active_queues() == 12; }));
+  RedisLink link(redis_server.url());
+  std::vector<JobId> ids;
+  for (const std::string& q : queues) {
+    ids.push_back(enqueue(conn.get(), q, json::object()));
+    notify(link, q);
+  }
+  // Every queue published a result, each waiter seeing its own.
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(wait_for_result(conn.get(), link, ids[i], milliseconds(10000)),
+              (json{{"queue", queues[i]}}));
+  }
+  redis::Connection admin = redis::Connection::open(
+      redis::parse_url(redis_server.url()), milliseconds(2000));
+  std::string_view list[] = {"CLIENT", "LIST"};
+  redis::ReplyPtr clients = admin.command(list);
+  ASSERT_EQ(clients->type, REDIS_REPLY_STRING);
+  std::string text(clients->str, clients->len);
+  std::size_t connections = 0;
+  for (char c : text) connections += c == '\n';
+  // The worker's (1 + 4), the link's (a publisher, maybe a subscriber),
+  // this one.
+  EXPECT_LE(connections, 8u) << text;
+  EXPECT_GE(connections, 3u) << text;
   EXPECT_FALSE(worker.finished());
 }
 
