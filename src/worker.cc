@@ -28,8 +28,10 @@
 #include <exception>
 #include <future>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -92,8 +94,10 @@ struct Running {
   std::stop_source stop;
   JobId id;
   int attempt = 0;
-  PGcancel* cancel = nullptr;  // the runner's connection, to interrupt SQL
-  int socket = -1;             // and its socket, to see the server leave
+  // The runner's connection, to interrupt SQL. Shared: the watchdog sends
+  // the cancel from a thread of its own, which may outlive the session.
+  std::shared_ptr<PGcancel> cancel;
+  int socket = -1;  // and its socket, to see the server leave
   bool timed_out = false;
   bool session_lost = false;
   SteadyClock::time_point lost_at;  // when session_lost was found
@@ -221,23 +225,20 @@ class Runner {
     log(LogLevel::info, std::string(stood_by ? "took over " : "serving ") +
                             queue_label(queue_));
     reconnect_delay_ = kFirstReconnect;  // the outage, if any, is over
-    PGcancel* cancel = PQgetCancel(session.conn());
     {
       std::lock_guard lock(running_.mutex);
-      running_.cancel = cancel;
+      running_.cancel.reset(PQgetCancel(session.conn()), PQfreeCancel);
       running_.socket = PQsocket(session.conn());
     }
     struct CancelGuard {
       Running& running;
-      PGcancel* cancel;
       ~CancelGuard() {
         std::lock_guard lock(running.mutex);
-        running.cancel = nullptr;
+        running.cancel.reset();
         running.socket = -1;
         running.active = false;
-        PQfreeCancel(cancel);
       }
-    } cancel_guard{running_, cancel};
+    } cancel_guard{running_};
     serve(session);
   }
 
@@ -849,6 +850,24 @@ bool server_left(int socket) {
   std::_Exit(70);
 }
 
+// Cancels the SQL running on a runner's connection, from a thread of its
+// own: PQcancel opens a connection to the server and waits for it to close,
+// with no timeout, and a server that cannot be reached (a network cut drops
+// the SYN) or never answers would hold the watchdog there, with every
+// other handler unwatched and no exit after the grace period
+// (ProcessTest.AHandlerPastItsTimeoutEndsTheProcessEvenIfItsCancelHangs).
+void cancel_sql(std::shared_ptr<PGcancel> cancel) {
+  auto send = [cancel] {
+    char error[256];
+    PQcancel(cancel.get(), error, sizeof error);
+  };
+  try {
+    std::thread(send).detach();
+  } catch (const std::system_error&) {
+    send();  // no thread to be had (EAGAIN): better late than never
+  }
+}
+
 // Watches every running handler:
 //  - when its runner's PostgreSQL session ends, the queue's lock has ended
 //    with it and a standby may already be running the same job and the
@@ -901,10 +920,7 @@ void watchdog(Worker::State& w) {
       if (!r->timed_out) {
         r->timed_out = true;
         r->stop.request_stop();
-        if (r->cancel) {
-          char error[256];
-          PQcancel(r->cancel, error, sizeof error);
-        }
+        if (r->cancel) cancel_sql(r->cancel);
         continue;
       }
       if (now < r->deadline + w.options.timeout_grace) continue;

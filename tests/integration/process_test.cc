@@ -12,6 +12,7 @@
 #include "pgjobq/admin.h"
 #include "pgjobq/enqueue.h"
 #include "pgjobq/jobs.h"
+#include "support/cancel_proxy.h"
 #include "support/services.h"
 
 namespace pgjobq {
@@ -131,6 +132,27 @@ TEST_F(ProcessTest, AHandlerThatIgnoresItsTimeoutEndsTheProcessWith70) {
   ASSERT_TRUE(stuck->error);
   EXPECT_TRUE(test::contains(*stuck->error, "overran its timeout"))
       << *stuck->error;
+}
+
+// The same when the cancel of its SQL goes unanswered (the server cannot
+// take a new connection: overloaded, or a half-broken network). PQcancel
+// waits for an answer with no timeout; sent from the watchdog itself, it
+// held the watchdog, and the process never exited.
+TEST_F(ProcessTest, AHandlerPastItsTimeoutEndsTheProcessEvenIfItsCancelHangs) {
+  test::CancelSwallowingProxy proxy(
+      std::stoi(test::required_env("PGJOBQ_PG_PORT")));
+  PgConnPtr conn = connect();
+  std::string q = queue("deaf-cancel");
+  JobId id = enqueue(conn.get(), q, json{{"sleep_ms", 60000}});
+  Process worker({PGJOBQ_TEST_WORKER, "--db",
+                  "postgresql://postgres@127.0.0.1:" +
+                      std::to_string(proxy.port()) + "/" + db_name(),
+                  "--redis", test::redis_url(), "--job-timeout-ms", "200",
+                  "--grace-ms", "300", q});
+  EXPECT_EQ(worker.wait(10000), 70);
+  EXPECT_EQ(proxy.cancels(), 1);
+  auto stuck = job(id);
+  EXPECT_EQ(stuck->state, JobState::running);
 }
 
 // The same when the worker's session ends under a running handler: a
