@@ -1005,18 +1005,30 @@ Worker::~Worker() = default;
 void Worker::run() {
   State& s = *state_;
   if (s.ran.exchange(true)) throw Error("worker: run() may be called once");
-  s.wakeups->start();
   std::vector<std::unique_ptr<Runner>> runners;
-  std::vector<std::thread> threads;
   for (std::size_t i = 0; i < s.options.queues.size(); ++i) {
     runners.push_back(std::make_unique<Runner>(s, i));
   }
-  for (auto& r : runners) threads.emplace_back([&r] { r->run(); });
-  std::thread timer([&s] { watchdog(s); });
+  std::vector<std::thread> threads;
+  std::thread timer;
+  // A thread per queue, and the process may not get them all (EAGAIN: a
+  // limit on processes, RLIMIT_NPROC or the cgroup's pids.max). Then the
+  // worker stops: the threads it did start are stopped and joined, and
+  // run() throws.
+  try {
+    s.wakeups->start();
+    for (auto& r : runners) threads.emplace_back([&r] { r->run(); });
+    timer = std::thread([&s] { watchdog(s); });
+  } catch (const std::system_error& e) {
+    s.fail(std::make_exception_ptr(
+        Error("worker: cannot start a thread for each of its " +
+              std::to_string(runners.size()) + " queue(s) (" +
+              std::to_string(threads.size()) + " started): " + e.what())));
+  }
   for (auto& t : threads) t.join();
   s.stop.set();
   s.runners_done.set();
-  timer.join();
+  if (timer.joinable()) timer.join();
   s.wakeups->join();
   if (s.fatal) std::rethrow_exception(s.fatal);
 }

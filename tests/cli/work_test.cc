@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -443,7 +444,7 @@ TEST_F(CliWorkTest, ProcessesACommandLeavesBehindEndWithItsJob) {
       wait_until([&] { return process_gone(std::stoi(read("crash-bg"))); }));
 }
 
-// Two descriptors per queue and some five per running command: 250 busy
+// A descriptor per queue and some five per running command: 250 busy
 // queues passed the usual soft limit of 1,024. The worker raises its soft
 // limit to the hard one; its commands get the limit it was started with.
 TEST_F(CliWorkTest, RaisesItsOpenFileLimitButNotItsCommands) {
@@ -467,6 +468,34 @@ TEST_F(CliWorkTest, RaisesItsOpenFileLimitButNotItsCommands) {
   fields >> soft >> hard;
   EXPECT_EQ(soft, hard) << line;
   EXPECT_NE(soft, "64") << line;
+}
+
+// A worker that cannot have a thread for each queue (a limit on processes:
+// RLIMIT_NPROC, a cgroup's pids.max) stops the threads it started and exits
+// 1 with one line. (Before: std::terminate, "terminate called after
+// throwing an instance of 'std::system_error'", and a core dump.)
+TEST_F(CliWorkTest, TooFewThreadsForItsQueuesIsOneErrorLine) {
+  // Root is exempt from RLIMIT_NPROC: run as nobody, whose processes this
+  // is the only one of.
+  if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0 ||
+      access("/usr/bin/prlimit", X_OK) != 0) {
+    GTEST_SKIP() << "needs root, setpriv and prlimit (util-linux)";
+  }
+  std::vector<std::string> argv{
+      "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+      "/usr/bin/prlimit", "--nproc=12",    PGJOBQ_CLI,      "work"};
+  for (int i = 0; i < 40; ++i) argv.push_back(queue("threads"));
+  argv.insert(argv.end(), {"--", "true"});
+  Subprocess worker(argv, env());
+  std::optional<int> code = worker.wait(milliseconds(30000));
+  ASSERT_TRUE(code.has_value()) << worker.err();
+  EXPECT_EQ(*code, 1) << worker.err();
+  std::string err = worker.err();
+  std::string last = err.substr(err.rfind('\n', err.size() - 2) + 1);
+  EXPECT_TRUE(contains(last,
+                       "pgjobq: error: worker: cannot start a thread "
+                       "for each of its 40 queue(s)"))
+      << err;
 }
 
 // At its hard limit, a worker whose queues' commands take every descriptor
