@@ -15,10 +15,12 @@ enum class LogLevel { debug, info, warning, error };
 using LogSink = std::function<void(LogLevel level, std::string_view text)>;
 
 // Replaces the sink for the whole process. Thread-safe; the sink itself is
-// called from worker threads and must be thread-safe too.
+// called from worker threads and must be thread-safe too. What it throws is
+// dropped (a worker's watchdog and subscriber threads log, and an exception
+// there would end the process), and so is that line.
 void set_log_sink(LogSink sink);
 
-// Sends one line to the sink. Thread-safe.
+// Sends one line to the sink. Thread-safe; never throws.
 void log(LogLevel level, std::string_view text);
 
 }  // namespace pgjobq

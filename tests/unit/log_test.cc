@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <stdexcept>
 #include <string>
 
 namespace pgjobq {
@@ -37,6 +38,20 @@ TEST(LogTest, ASinkOfYourOwnGetsTheTextAsItIs) {
   log(LogLevel::error, "a\nb");
   set_log_sink(nullptr);
   EXPECT_EQ(seen, "a\nb");
+}
+
+// log() runs on threads where an exception would end the process (the
+// worker's watchdog and Redis subscriber): a sink's is dropped.
+TEST(LogTest, ASinkThatThrowsDoesNotThrowThroughLog) {
+  int calls = 0;
+  set_log_sink([&](LogLevel, std::string_view) {
+    ++calls;
+    throw std::runtime_error("disk full");
+  });
+  EXPECT_NO_THROW(log(LogLevel::warning, "one"));
+  EXPECT_NO_THROW(log(LogLevel::error, "two"));
+  set_log_sink(nullptr);
+  EXPECT_EQ(calls, 2);
 }
 
 }  // namespace
