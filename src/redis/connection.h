@@ -38,9 +38,11 @@ struct Address {
   std::string redacted;  // the URL without its password, for messages
 };
 
-// Parses redis://[[user]:password@]host[:port][/db] or
-// unix:///path[?db=N&password=P&user=U]. Percent-escapes in the user and
-// password are decoded. Throws InvalidInput.
+// Parses redis://[[user:]password@]host[:port][/db][?QUERY] or
+// unix:///path[?QUERY], QUERY being db=N&password=P&user=U (any of them,
+// in any order). Percent-escapes in the user and password are decoded; a
+// password may also hold unencoded '@', '/' and '?' (the userinfo ends at
+// the last '@' outside a key=value query). Throws InvalidInput.
 Address parse_url(std::string_view url);
 
 class Connection {

@@ -37,7 +37,7 @@ int parse_number(std::string_view text, int max, const std::string& redacted,
   return value;
 }
 
-// key=value&key=value after a unix:// path.
+// key=value&key=value: the query of a unix:// or redis:// URL.
 void parse_query(std::string_view query, Address& address) {
   while (!query.empty()) {
     std::size_t amp = query.find('&');
@@ -88,7 +88,17 @@ Address parse_url(std::string_view url) {
     refuse(redacted, "expected redis://host:port[/db] or unix:///path");
   }
 
+  // The userinfo ends at the last '@': a password may hold unencoded '@',
+  // '/' and '?' (redact() masks up to the last '@' for the same reason).
+  // But an '@' after a '?' that begins key=value text is the query's
+  // (redis://h/0?user=ops@corp.example: it was taken for the userinfo's,
+  // and corp.example for the host); the userinfo then ends before the '?'.
   std::size_t at = rest.rfind('@');
+  std::size_t query = rest.find('?');
+  if (at != std::string_view::npos && query < at &&
+      rest.substr(query, at - query).find('=') != std::string_view::npos) {
+    at = query == 0 ? std::string_view::npos : rest.rfind('@', query - 1);
+  }
   if (at != std::string_view::npos) {
     std::string_view userinfo = rest.substr(0, at);
     rest = rest.substr(at + 1);

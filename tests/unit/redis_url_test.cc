@@ -63,6 +63,30 @@ TEST(RedisUrlTest, ParsesAQueryWithoutAPath) {
   EXPECT_THROW(parse_url("redis://h?colour=blue"), InvalidInput);
 }
 
+// An ACL user named like a mail address, given in the query: its '@' is
+// the query's, not the end of a userinfo (the host was read as
+// "corp.example", the password as "6379/0?user=ops"). A password may still
+// hold an unencoded '?' or '@'.
+TEST(RedisUrlTest, AnAtSignInTheQueryIsTheQuerys) {
+  Address a = parse_url("redis://127.0.0.1:6379/0?user=ops@corp.example");
+  EXPECT_EQ(a.host, "127.0.0.1");
+  EXPECT_EQ(a.port, 6379);
+  EXPECT_EQ(a.user, "ops@corp.example");
+  EXPECT_EQ(a.password, "");
+  Address b = parse_url("redis://:pw@h:6380?user=ops@corp&db=2");
+  EXPECT_EQ(b.host, "h");
+  EXPECT_EQ(b.port, 6380);
+  EXPECT_EQ(b.password, "pw");
+  EXPECT_EQ(b.user, "ops@corp");
+  EXPECT_EQ(b.db, 2);
+  Address c = parse_url("redis://u:p?a@ss@h:1/3");
+  EXPECT_EQ(c.user, "u");
+  EXPECT_EQ(c.password, "p?a@ss");
+  EXPECT_EQ(c.host, "h");
+  EXPECT_EQ(c.port, 1);
+  EXPECT_EQ(c.db, 3);
+}
+
 TEST(RedisUrlTest, AUserinfoWithoutAColonIsAPassword) {
   Address a = parse_url("redis://s3cret@h:6380/2");
   EXPECT_EQ(a.user, "");
