@@ -62,6 +62,9 @@ redis::Subscriber* subscribe(RedisLinkAccess::Impl& link,
                              const std::string& channel, milliseconds timeout) {
   std::string channels[] = {channel};
   milliseconds patience = std::clamp(timeout, milliseconds(1), link.timeout);
+  // Both tries together: a kept connection to a hung Redis takes all of it,
+  // and leaves the fresh one none.
+  auto deadline = SteadyClock::now() + patience;
   while (true) {
     bool kept = link.subscriber.has_value();
     try {
@@ -73,7 +76,8 @@ redis::Subscriber* subscribe(RedisLinkAccess::Impl& link,
       return &*link.subscriber;
     } catch (const ConnectionError& e) {
       link.subscriber.reset();
-      if (kept) continue;
+      patience = std::chrono::ceil<milliseconds>(deadline - SteadyClock::now());
+      if (kept && patience.count() > 0) continue;
       log(LogLevel::debug, std::string("waiting by polling: ") + e.what());
       return nullptr;
     }

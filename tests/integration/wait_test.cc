@@ -470,5 +470,28 @@ TEST_F(WaitTest, AHungRedisDoesNotStretchTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(1000));
 }
 
+// The same on a link whose kept subscription went quiet (Redis stopped
+// with SIGSTOP between two waits): the SUBSCRIBE on it took the whole
+// timeout, then a fresh connection a whole timeout again.
+TEST_F(WaitTest, AHungRedisBehindAKeptSubscriptionDoesNotStretchTheTimeout) {
+  test::RedisServer redis_server;
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  RedisLink redis(redis_server.url());
+  JobId done = enqueue(conn.get(), q, json(1));
+  cancel(conn.get(), done);
+  EXPECT_THROW(wait_for_result(conn.get(), redis, done, milliseconds(1000)),
+               JobFailed);  // the link now keeps a subscription
+  JobId id = enqueue(conn.get(), q, json(2));  // no worker
+  redis_server.pause();
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(wait_for_result(conn.get(), redis, id, milliseconds(1500)),
+               Timeout);
+  auto took = std::chrono::steady_clock::now() - started;
+  redis_server.resume();
+  EXPECT_LT(took, milliseconds(2500))
+      << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+}
+
 }  // namespace
 }  // namespace pgjobq
