@@ -208,12 +208,13 @@ void add_work_command(CLI::App& app, const ConnectionsPtr& c,
   sub->add_option("--retry-delay", a->retry_delay,
                   "With --on-error retry: the first back-off, doubling per "
                   "attempt up to a minute (a longer one stays as it is); "
-                  "also the wait before a job that exited 75 alone in its "
-                  "queue runs again")
+                  "also the first wait before rescheduled jobs run again "
+                  "when only rescheduled jobs (exit 75) ran since a job "
+                  "last completed or failed")
       ->capture_default_str();
   sub->add_option("--dead-session-timeout", a->dead_session_timeout,
                   "A connection to PostgreSQL silent this long (TCP "
-                  "keepalives, both ends; at least 1s) is dead: the server "
+                  "keepalives, both ends; from 1s to 18h) is dead: the server "
                   "ends the session, a standby takes the queue over, and "
                   "this worker stops its command and reconnects")
       ->capture_default_str();

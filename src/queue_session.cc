@@ -416,7 +416,7 @@ std::vector<pg::Result> QueueSession::run_retrying(
 
 void QueueSession::end_failed_transaction() {
   if (PQtransactionStatus(conn_.get()) == PQTRANS_INERROR) {
-    PQclear(PQexec(conn_.get(), "ROLLBACK"));
+    PQclear(PQexec(conn_.get(), sql::kRollback.text));  // best effort
   }
 }
 

@@ -133,7 +133,6 @@ class QueueSession {
   QueueSession(const QueueSession&) = delete;
   QueueSession& operator=(const QueueSession&) = delete;
 
-  const std::string& queue() const noexcept { return queue_; }
   PGconn* conn() const noexcept { return conn_.get(); }
   bool alive() const noexcept { return conn_.alive(); }
   // Whether the session is still there, as far as can be told without a
@@ -148,7 +147,7 @@ class QueueSession {
   bool resolve_queue();
   std::int32_t queue_id() const noexcept { return queue_id_; }
 
-  // Asks for the queue's lock and returns at once; take_lock() waits.
+  // Asks for the queue's lock and returns at once; await_lock() waits.
   void request_lock();
   // Waits up to `timeout` for the lock requested by request_lock(). Returns
   // true once held. `wake_fd` (if >= 0) readable interrupts the wait, and

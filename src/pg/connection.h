@@ -48,11 +48,6 @@ class Result {
     return {PQgetvalue(result_.get(), row, col),
             static_cast<std::size_t>(PQgetlength(result_.get(), row, col))};
   }
-  std::optional<std::string_view> optional_text(int row,
-                                                int col) const noexcept {
-    if (is_null(row, col)) return std::nullopt;
-    return text(row, col);
-  }
   std::int64_t int64(int row, int col) const;
   // A bytea column's bytes (either output format, hex or escape).
   std::string bytes(int row, int col) const;
@@ -99,7 +94,6 @@ inline Param param(std::int64_t value) { return std::to_string(value); }
 inline Param param(std::string value) { return value; }
 inline Param param(std::string_view value) { return std::string(value); }
 inline Param param(const char* value) { return std::string(value); }
-inline Param param(bool value) { return value ? "t" : "f"; }
 
 // A libpq connection keyword and its value, such as {"keepalives", "1"}.
 struct Keyword {
