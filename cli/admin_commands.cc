@@ -15,9 +15,11 @@
 
 namespace pgjobq::cli {
 
-int migrate_command(const Connections& c) {
+int migrate_command(const Connections& c, const std::string& lock_wait) {
+  auto wait = std::chrono::ceil<std::chrono::milliseconds>(
+      parse_duration(lock_wait, "--lock-wait"));
   PgConnPtr db = connect(c);
-  int applied = migrate(db.get());
+  int applied = migrate(db.get(), wait);
   std::string version = std::to_string(schema_version());
   if (applied == 0) {
     print_line("schema is up to date (version " + version + ")");

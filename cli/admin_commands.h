@@ -10,7 +10,8 @@
 
 namespace pgjobq::cli {
 
-int migrate_command(const Connections& c);
+// `lock_wait`: --lock-wait's text (a duration).
+int migrate_command(const Connections& c, const std::string& lock_wait);
 
 struct StatusArgs {
   std::optional<std::string> queue;  // none: every queue

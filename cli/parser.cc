@@ -229,10 +229,21 @@ void add_admin_commands(CLI::App& app, const ConnectionsPtr& c,
         "migrate", "Create or upgrade pgjobq's schema in the database");
     sub->footer(
         "Creates the `pgjobq` schema, or applies the migrations it lacks.\n"
-        "Safe to run again, and from several machines at once.\n"
+        "Safe to run again, and from several machines at once, and on a\n"
+        "live system: a migration that needs a lock some long transaction\n"
+        "holds waits at most 1 s for it (enqueues and workers wait behind\n"
+        "it meanwhile), then lets them through and tries again.\n"
         "\n"
         "Example:\n  pgjobq migrate --db postgresql://app@db.internal/app");
-    commands.push_back({sub, [c] { return migrate_command(*c); }});
+    auto lock_wait = std::make_shared<std::string>("60s");
+    sub->add_option("--lock-wait", *lock_wait,
+                    "Keep trying this long when a transaction holds a lock "
+                    "a migration needs, then exit 1 naming its session, "
+                    "nothing changed (seconds, or a duration such as 30s, "
+                    "5m)")
+        ->capture_default_str();
+    commands.push_back(
+        {sub, [c, lock_wait] { return migrate_command(*c, *lock_wait); }});
   }
   {
     auto a = std::make_shared<StatusArgs>();

@@ -19,12 +19,20 @@ namespace pgjobq {
 // take turns on an advisory lock, waiting for it without the role's or
 // database's statement and lock timeouts (the migrations' own statements
 // keep them). Must be called outside a transaction.
+// Never stalls a live system behind a long transaction: a migration that
+// needs a lock on a table some transaction holds (an application's, open
+// with an enqueued job) waits at most 1 s for it, during which enqueues
+// and claims wait behind it, then rolls back, lets them through for three
+// times as long, and tries again, for up to `lock_wait` in all (src/sql/
+// migrate.cc says how long each wait is); then it throws DatabaseError
+// (55P03), changing nothing, naming the sessions that hold the locks.
 // Returns how many migrations were applied (0 when up to date; finding
 // that needs only read access to pgjobq.schema_migrations, no right to
 // create). Throws Error, changing nothing, for a schema a newer pgjobq
 // migrated (a version beyond schema_version()); DatabaseError,
 // ConnectionError.
-int migrate(PGconn* db);
+int migrate(PGconn* db,
+            std::chrono::milliseconds lock_wait = std::chrono::seconds(60));
 
 // The schema version this library needs.
 int schema_version() noexcept;

@@ -691,6 +691,36 @@ inline constexpr pg::Statement kAppliedMigrations{"pgjobq_applied_migrations",
 SELECT version FROM pgjobq.schema_migrations ORDER BY version
 )sql"};
 
+// $1 milliseconds: the longest a migration's statement waits for a lock
+// in this try, for the rest of the transaction; a shorter lock_timeout of
+// the role's or the database's stays (see migrate.cc).
+inline constexpr pg::Statement kMigrationLockWait{"pgjobq_migration_lock_wait",
+                                                  R"sql(
+SELECT set_config('lock_timeout',
+                  least(NULLIF(setting::bigint, 0), $1::bigint)::text, true)
+FROM pg_settings WHERE name = 'lock_timeout'
+)sql"};
+
+// The sessions holding locks on pgjobq's tables, oldest transaction first
+// (a few): what a migration that gave up waited for. A prepared
+// transaction's locks have no session (pid null); they come first, as
+// nothing but an operator ends them. The transaction's age
+// is null for another role's session without pg_read_all_stats.
+inline constexpr pg::Statement kLockHolders{"pgjobq_lock_holders", R"sql(
+SELECT l.pid, extract(epoch FROM now() - min(a.xact_start))::bigint
+FROM pg_catalog.pg_locks l
+JOIN pg_catalog.pg_class c ON c.oid = l.relation
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE n.nspname = 'pgjobq' AND l.granted
+  AND l.pid IS DISTINCT FROM pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                    WHERE datname = current_database())
+GROUP BY l.pid
+ORDER BY l.pid IS NOT NULL, min(a.xact_start) NULLS LAST
+LIMIT 3
+)sql"};
+
 // $1 version, $2 name.
 inline constexpr pg::Statement kRecordMigration{"pgjobq_record_migration",
                                                 R"sql(

@@ -217,6 +217,39 @@ TEST_F(CliTest, MigrateWaitsItsTurnDespiteLockAndStatementTimeouts) {
   EXPECT_EQ(migrator->err(), "");
 }
 
+// An upgrade on a live system, with an application's transaction open on
+// pgjobq's tables for longer than --lock-wait: one line saying it waits
+// (enqueues are let through meanwhile: MigrateTest), then the error line,
+// naming the session; nothing changed. The version before 004, which
+// alters pgjobq.queues.
+TEST_F(CliTest, MigrateGivesUpOnALongTransactionNamingIt) {
+  PgConnPtr conn = connect();
+  schema_at_version(conn.get(), 3);
+  PgConnPtr app = connect();
+  exec(app.get(), "BEGIN");
+  exec(app.get(), "LOCK TABLE pgjobq.queues IN ROW EXCLUSIVE MODE");
+  ProcessResult r = pgjobq({"migrate", "--lock-wait", "1s"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  std::size_t first_end = r.err.find('\n');
+  ASSERT_NE(first_end, std::string::npos) << r.err;
+  EXPECT_TRUE(contains(r.err.substr(0, first_end), "info: migrate: ")) << r.err;
+  std::string last = r.err.substr(first_end + 1);
+  EXPECT_TRUE(OneLine(last));
+  EXPECT_TRUE(contains(last, "gave up after")) << last;
+  EXPECT_TRUE(contains(last, "pid " + std::to_string(PQbackendPID(app.get()))))
+      << last;
+  EXPECT_EQ(query_value("SELECT max(version) FROM pgjobq.schema_migrations"),
+            "3");
+  exec(app.get(), "COMMIT");
+  r = pgjobq({"migrate", "--lock-wait", "1s"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(
+      contains(r.out, "applied " + std::to_string(schema_version() - 3)))
+      << r.out;
+  EXPECT_EQ(pgjobq({"migrate", "--lock-wait", "soon"}).exit_code, 2);
+}
+
 // ------------------------------------------------------------ enqueue
 
 TEST_F(CliTest, EnqueuePrintsTheIdAndStoresTheData) {

@@ -1,5 +1,7 @@
 #include "sql/migrate.h"
 
+#include <algorithm>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -65,15 +67,7 @@ TEST_F(MigrateTest, UpgradesFromEveryEarlierVersionKeepingTheJobs) {
   for (std::size_t at = 1; at < all.size(); ++at) {
     SCOPED_TRACE("from version " + std::to_string(all[at - 1].version));
     PgConnPtr conn = connect();
-    PQclear(PQexec(conn.get(), "SET client_min_messages = warning"));
-    PQclear(PQexec(conn.get(), "DROP SCHEMA IF EXISTS pgjobq CASCADE"));
-    pg::exec_script(conn.get(), sql::kMigrationsTable.text);
-    for (std::size_t i = 0; i < at; ++i) {
-      pg::exec_script(conn.get(), all[i].text);
-      pg::Param params[] = {pg::param(std::int64_t{all[i].version}),
-                            pg::param(all[i].name)};
-      pg::exec(conn.get(), sql::kRecordMigration, params);
-    }
+    test::schema_at_version(conn.get(), all[at - 1].version);
     // What a running system leaves behind: a queue with a finished and a
     // pending job, written as the enqueue and the worker of version 1 did.
     pg::exec_script(conn.get(), R"sql(
@@ -106,6 +100,119 @@ TEST_F(MigrateTest, UpgradesFromEveryEarlierVersionKeepingTheJobs) {
     EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
     PQclear(r);
   }
+}
+
+// Migration 004 alters pgjobq.queues, which every enqueue writes: it needs
+// the table's strongest lock, which waits for every transaction holding
+// the table (the application's below) and makes every later enqueue wait
+// behind it. Upgrading a live system must not stall it.
+constexpr int kBeforeAlteringQueues = 3;
+
+// An enqueue as the pgjobq of kBeforeAlteringQueues did it: what runs
+// while the database is upgraded, before the new binaries roll out.
+void old_enqueue(PGconn* conn, const std::string& queue) {
+  test::exec(conn, "SELECT * FROM pgjobq.insert_jobs('" + queue +
+                       "', 4096, '[\"job\"]', 1)");
+}
+
+// An application's transaction, open with a job enqueued: it holds locks
+// on pgjobq's tables until it ends.
+struct OpenTransaction {
+  PgConnPtr conn;
+  explicit OpenTransaction(PgConnPtr c) : conn(std::move(c)) {
+    test::exec(conn.get(), "BEGIN");
+    old_enqueue(conn.get(), "held");
+  }
+  int pid() const { return PQbackendPID(conn.get()); }
+};
+
+TEST_F(MigrateTest, AnUpgradeBehindALongTransactionDoesNotStallEnqueues) {
+  PgConnPtr conn = connect();
+  test::schema_at_version(conn.get(), kBeforeAlteringQueues);
+  OpenTransaction app(connect());
+  int applied = -1;
+  std::string error;
+  std::thread migrator([&] {
+    try {
+      PgConnPtr m = connect();
+      applied = migrate(m.get(), std::chrono::seconds(60));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  // Meanwhile another client enqueues, every 300 ms for 4 s. Behind a
+  // migration waiting for the open transaction, each would wait for it
+  // (here: give up after 8 s, so that the old behaviour fails rather than
+  // hangs).
+  PgConnPtr other = connect();
+  test::exec(other.get(), "SET statement_timeout = '8s'");
+  std::chrono::milliseconds worst{0};
+  for (int i = 0; i < 13; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    old_enqueue(other.get(), "busy");
+    if (::testing::Test::HasFailure()) break;
+    worst =
+        std::max(worst, std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - t0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  // A try waits a second at most for its locks; enqueues behind it too.
+  EXPECT_LT(worst, std::chrono::milliseconds(2500));
+  EXPECT_EQ(query_value("SELECT max(version) FROM pgjobq.schema_migrations"),
+            std::to_string(kBeforeAlteringQueues))
+      << "the migration did not wait for the open transaction";
+  test::exec(app.conn.get(), "COMMIT");
+  migrator.join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(applied, schema_version() - kBeforeAlteringQueues);
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.jobs"), "14");
+}
+
+TEST_F(MigrateTest, GivesUpOnALockHeldTooLongNamingItsHolderChangingNothing) {
+  PgConnPtr conn = connect();
+  test::schema_at_version(conn.get(), kBeforeAlteringQueues);
+  OpenTransaction app(connect());
+  PgConnPtr m = connect();
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    migrate(m.get(), std::chrono::milliseconds(1500));
+    ADD_FAILURE() << "migrate did not give up";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "gave up")) << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "nothing was changed")) << e.what();
+    EXPECT_TRUE(test::contains(
+        e.what(), "pid " + std::to_string(app.pid()) + " (in a transaction"))
+        << e.what();
+  }
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, std::chrono::milliseconds(1000));
+  EXPECT_LT(took, std::chrono::seconds(10));
+  EXPECT_EQ(query_value("SELECT max(version) FROM pgjobq.schema_migrations"),
+            std::to_string(kBeforeAlteringQueues));
+  test::exec(app.conn.get(), "COMMIT");
+  EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
+}
+
+// A prepared transaction holds its locks with no session to end: the
+// message says what to look at.
+TEST_F(MigrateTest, NamesAPreparedTransactionThatHoldsALock) {
+  PgConnPtr conn = connect();
+  test::schema_at_version(conn.get(), kBeforeAlteringQueues);
+  std::string gid = test::unique_name("migrate-blocker");
+  {
+    OpenTransaction app(connect());
+    test::exec(app.conn.get(), "PREPARE TRANSACTION '" + gid + "'");
+  }
+  PgConnPtr m = connect();
+  try {
+    migrate(m.get(), std::chrono::milliseconds(0));
+    ADD_FAILURE() << "migrate did not give up";
+  } catch (const DatabaseError& e) {
+    EXPECT_TRUE(test::contains(e.what(), "a prepared transaction")) << e.what();
+  }
+  test::exec(conn.get(), "ROLLBACK PREPARED '" + gid + "'");
+  EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
 }
 
 TEST_F(MigrateTest, RefusesToRunInsideATransaction) {

@@ -12,7 +12,10 @@
 #include <random>
 #include <thread>
 
+#include "pg/connection.h"
 #include "pgjobq/admin.h"
+#include "sql/migrate.h"
+#include "sql/statements.h"
 
 namespace pgjobq::test {
 
@@ -60,6 +63,20 @@ void exec(PGconn* conn, const std::string& sql) {
   PQclear(r);
   EXPECT_TRUE(status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
       << sql << ": " << error;
+}
+
+void schema_at_version(PGconn* conn, int version) {
+  exec(conn, "SET client_min_messages = warning");
+  exec(conn, "DROP SCHEMA IF EXISTS pgjobq CASCADE");
+  exec(conn, sql::kMigrationsTable.text);
+  for (const sql::Migration& m : sql::migrations()) {
+    if (m.version > version) break;
+    exec(conn, m.text);
+    pg::Param params[] = {pg::param(std::int64_t{m.version}),
+                          pg::param(m.name)};
+    pg::exec(conn, sql::kRecordMigration, params);
+  }
+  exec(conn, "RESET client_min_messages");
 }
 
 namespace {

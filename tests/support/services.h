@@ -39,6 +39,10 @@ bool contains(std::string_view text, std::string_view part);
 // Runs `sql` on `conn`; a failure is the test's (EXPECT, naming the SQL).
 void exec(PGconn* conn, const std::string& sql);
 
+// Replaces the pgjobq schema of `conn`'s database with the first
+// migrations, up to `version`: the schema an older pgjobq left.
+void schema_at_version(PGconn* conn, int version);
+
 // Polls `condition` every few milliseconds until it holds or `timeout`
 // passes. Returns whether it held.
 bool wait_until(
