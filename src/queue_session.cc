@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "context.h"
+#include "pgjobq/admin.h"
 #include "pgjobq/errors.h"
 #include "pgjobq/log.h"
 #include "sql/statements.h"
@@ -113,6 +114,49 @@ bool ends_session(const PGresult* message) {
                       std::string_view(severity) == "PANIC");
 }
 
+// Refuses a session a worker cannot serve a queue in, in words that say
+// what to do, before PostgreSQL's own words ("cannot execute UPDATE in a
+// read-only transaction", "function ... does not exist") would, at the
+// first claim or in the middle of a job. A read-only server is a
+// ConnectionError: a failover may bring the worker back to its old
+// primary, now a standby, before the names point at the new one, and a
+// worker that was connected waits that out; one that never was exits
+// (Runner::run). A schema older than the binary is a DatabaseError:
+// nothing but `pgjobq migrate` mends it. A newer one is served: migrations
+// add and replace, and keep the statements of the pgjobq before working
+// (README, "Upgrading").
+void check_session(PGconn* conn) {
+  pg::Result row = pg::exec(conn, sql::kSessionCheck);
+  if (row.boolean(0, 0)) {
+    throw ConnectionError(
+        "the PostgreSQL server is a hot standby (in recovery), where "
+        "nothing can be written: a worker needs the primary (with several "
+        "hosts in the URL, add target_session_attrs=read-write)");
+  }
+  if (row.boolean(0, 1)) {
+    throw ConnectionError(
+        "the PostgreSQL session is read-only (default_transaction_read_only "
+        "is on, for the role, the database or the server): a worker must "
+        "write its jobs' states");
+  }
+  if (!row.boolean(0, 2)) {
+    throw DatabaseError(
+        "the database has no pgjobq schema: run `pgjobq migrate`", "3F000");
+  }
+  // A role that may not read the versions (custom grants) is not refused
+  // for it: its statements' own errors will say what is missing.
+  if (!row.boolean(0, 3)) return;
+  pg::Result version = pg::exec(conn, sql::kSchemaVersion);
+  std::int64_t at = version.is_null(0, 0) ? 0 : version.int64(0, 0);
+  if (at < schema_version()) {
+    throw DatabaseError(
+        "the database's pgjobq schema is at version " + std::to_string(at) +
+            ", older than this pgjobq needs (version " +
+            std::to_string(schema_version()) + "): run `pgjobq migrate`",
+        "");
+  }
+}
+
 }  // namespace
 
 QueueSession::QueueSession(const std::string& db_url, std::string queue,
@@ -146,6 +190,7 @@ QueueSession::QueueSession(const std::string& db_url, std::string queue,
         }
       },
       this);
+  check_session(conn_.get());
   for (const pg::Statement* s : kWorkerStatements) conn_.prepare(*s);
 }
 

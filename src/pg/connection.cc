@@ -106,7 +106,16 @@ Result check(PGconn* conn, PGresult* raw) {
   // the commonest upgrade mistake; say so.
   if (sqlstate == "3F000" || sqlstate == "42P01" || sqlstate == "42704" ||
       sqlstate == "42883") {
-    message += " (is the pgjobq schema missing? run `pgjobq migrate`)";
+    message +=
+        " (is the pgjobq schema missing, or older than this pgjobq? run "
+        "`pgjobq migrate`)";
+  }
+  // read_only_sql_transaction: pgjobq writes.
+  if (sqlstate == "25006") {
+    message +=
+        " (pgjobq writes: it needs a read-write transaction on the "
+        "primary, not a hot standby, a READ ONLY transaction or "
+        "default_transaction_read_only)";
   }
   // Server-side failures that mean the session is over (admin shutdown,
   // crash recovery) are connection errors to our callers.

@@ -226,6 +226,24 @@ SELECT set_config('tcp_keepalives_idle', $1, false),
        set_config('tcp_user_timeout', $4, false)
 )sql"};
 
+// What a worker checks of a new session before it prepares its
+// statements (queue_session.cc): whether the server is a hot standby,
+// whether the session is read-only (default_transaction_read_only), and
+// whether pgjobq.schema_migrations exists and may be read, for
+// kSchemaVersion.
+inline constexpr pg::Statement kSessionCheck{"pgjobq_session_check", R"sql(
+SELECT pg_is_in_recovery(),
+       current_setting('transaction_read_only') = 'on',
+       to_regclass('pgjobq.schema_migrations') IS NOT NULL,
+       coalesce(has_table_privilege(to_regclass('pgjobq.schema_migrations'),
+                                    'SELECT'), false)
+)sql"};
+
+// The version of the database's pgjobq schema (null if none is recorded).
+inline constexpr pg::Statement kSchemaVersion{"pgjobq_schema_version", R"sql(
+SELECT max(version) FROM pgjobq.schema_migrations
+)sql"};
+
 // $1 queue name. The queue's id, if the queue exists. A plain read: it
 // never waits for an enqueuing transaction, which holds the queue's row
 // until it ends.

@@ -287,6 +287,11 @@ TEST_F(TransactionTest, EnqueueInAReadOnlyTransactionIsAClearError) {
                                                "execute UPDATE in a read-only "
                                                "transaction"))
           << e.what();
+      EXPECT_TRUE(test::contains(e.what(),
+                                 "(pgjobq writes: it needs a "
+                                 "read-write transaction on the "
+                                 "primary"))
+          << e.what();
     }
     EXPECT_THROW(cancel(conn.get(), id), DatabaseError);
     exec(conn.get(), "ROLLBACK");

@@ -1541,6 +1541,121 @@ TEST_F(WorkerTest, UnreachableDatabaseAtStartIsAnError) {
   }
 }
 
+// What a worker's run() threw: "ConnectionError: ...", "DatabaseError:
+// ...", "other: ..."; "" if it returned.
+std::string exit_error(BackgroundWorker& worker) {
+  std::exception_ptr error = worker.wait_for_exit();
+  if (!error) return "";
+  try {
+    std::rethrow_exception(error);
+  } catch (const ConnectionError& e) {
+    return std::string("ConnectionError: ") + e.what();
+  } catch (const DatabaseError& e) {
+    return std::string("DatabaseError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other: ") + e.what();
+  }
+}
+
+// A new binary on a database not yet migrated to its schema: one line that
+// says what to do, before any job is claimed (its statements might not
+// fail at all: 005 changed what insert_jobs does, not its signature).
+TEST_F(WorkerTest, ASchemaOlderThanTheWorkerOrNoneIsAnErrorSayingToMigrate) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  auto handler = [](const JobContext&) { return HandlerResult::complete(); };
+  int older = schema_version() - 1;
+  test::schema_at_version(conn.get(), older);
+  {
+    BackgroundWorker worker(options({q}), handler);
+    std::string error = exit_error(worker);
+    EXPECT_TRUE(test::contains(
+        error,
+        "DatabaseError: queue \"" + q +
+            "\": the database's pgjobq schema is at version " +
+            std::to_string(older) + ", older than this pgjobq needs (version " +
+            std::to_string(schema_version()) + "): run `pgjobq migrate`"))
+        << error;
+  }
+  test::exec(conn.get(), "SET client_min_messages = warning");
+  test::exec(conn.get(), "DROP SCHEMA pgjobq CASCADE");
+  {
+    BackgroundWorker worker(options({q}), handler);
+    std::string error = exit_error(worker);
+    EXPECT_TRUE(test::contains(error, "DatabaseError: queue \"" + q +
+                                          "\": the database has no pgjobq "
+                                          "schema: run `pgjobq migrate`"))
+        << error;
+  }
+}
+
+// Upgrading: migrate first, then roll the binaries out. Until then the old
+// workers serve on the newer schema.
+TEST_F(WorkerTest, ASchemaNewerThanTheWorkerIsServed) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  test::exec(conn.get(),
+             "INSERT INTO pgjobq.schema_migrations (version, name) VALUES (" +
+                 std::to_string(schema_version() + 1) + ", 'from_a_newer')");
+  JobId id = enqueue(conn.get(), q, json("old worker"));
+  BackgroundWorker worker(options({q}), [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  });
+  RedisLink redis(test::redis_url());
+  EXPECT_EQ(wait_for_result(conn.get(), redis, id, milliseconds(10000)),
+            json("old worker"));
+}
+
+// A worker must write. A read-only session at start (here the database's
+// default_transaction_read_only; a hot standby is the same, HostileTest)
+// is an error naming the cause; one met on reconnecting (a failover that
+// brought the worker back to its old primary, now fenced or a standby) is
+// waited out like any outage, and the queue served once it is over.
+TEST_F(WorkerTest, AReadOnlySessionIsRefusedAtStartAndWaitedOutOnceServing) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  auto echo = [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  };
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " SET default_transaction_read_only = on");
+  {
+    BackgroundWorker worker(options({q}), echo);
+    std::string error = exit_error(worker);
+    EXPECT_TRUE(test::contains(error, "ConnectionError: queue \"" + q +
+                                          "\": the PostgreSQL session is "
+                                          "read-only"))
+        << error;
+  }
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " RESET default_transaction_read_only");
+  BackgroundWorker worker(options({q}), echo);
+  RedisLink redis(test::redis_url());
+  JobId first = enqueue(conn.get(), q, json(1));
+  notify(redis, q);
+  EXPECT_EQ(wait_for_result(conn.get(), redis, first, milliseconds(10000)),
+            json(1));
+  // Fenced: new sessions read-only; the worker's session ended.
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " SET default_transaction_read_only = on");
+  test::exec(conn.get(),
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  // The wake-up makes the idle worker find its session gone; it
+  // reconnects into read-only sessions, and waits.
+  JobId second = enqueue(conn.get(), q, json(2));
+  notify(redis, q);
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_FALSE(worker.finished());
+  EXPECT_EQ(state_of(second), JobState::pending);
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " RESET default_transaction_read_only");
+  // Found when the worker reconnects, without a wake-up.
+  EXPECT_EQ(wait_for_result(conn.get(), redis, second, milliseconds(30000)),
+            json(2));
+  EXPECT_FALSE(worker.finished());
+}
+
 TEST_F(WorkerTest, RedisDownAtStartIsNotAnError) {
   test::RedisServer redis_server;
   redis_server.stop();
