@@ -84,7 +84,7 @@ void PrivatePostgres::run(const std::vector<std::string>& argv,
   }
 }
 
-PrivatePostgres::PrivatePostgres(bool tls) {
+void PrivatePostgres::make_dir() {
   char tmpl[] = "/tmp/pgjobq-private-pg.XXXXXX";
   if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
@@ -95,6 +95,26 @@ PrivatePostgres::PrivatePostgres(bool tls) {
       throw std::runtime_error("cannot hand " + dir_ + " to postgres");
     }
   }
+}
+
+void PrivatePostgres::start() {
+  std::string data = dir_ + "/data";
+  for (int tries = 0;; ++tries) {
+    port_ = free_port();
+    try {
+      run({pg_bin() + "/pg_ctl", "-D", data, "-w", "-t", "60", "-o",
+           "-p " + std::to_string(port_), "-l", dir_ + "/postgres.log",
+           "start"},
+          true);
+      break;
+    } catch (const std::exception&) {
+      if (tries == 3) throw;
+    }
+  }
+}
+
+PrivatePostgres::PrivatePostgres(bool tls) {
+  make_dir();
   std::string data = dir_ + "/data";
   run({pg_bin() + "/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E",
        "UTF8", "--no-sync", "--no-instructions"},
@@ -106,7 +126,8 @@ PrivatePostgres::PrivatePostgres(bool tls) {
       "'\n"
       "fsync = off\n"
       "password_encryption = 'scram-sha-256'\n";
-  std::string hba = "local all all trust\n";
+  // Local replication, for a standby (StandbyOf): pg_basebackup, streaming.
+  std::string hba = "local all all trust\nlocal replication all trust\n";
   if (tls) {
     // A CA of the test's own signs the server's certificate, for
     // 127.0.0.1 and localhost.
@@ -144,18 +165,25 @@ PrivatePostgres::PrivatePostgres(bool tls) {
          data + "/postgresql.conf"},
         false);
   }
-  for (int tries = 0;; ++tries) {
-    port_ = free_port();
-    try {
-      run({pg_bin() + "/pg_ctl", "-D", data, "-w", "-t", "60", "-o",
-           "-p " + std::to_string(port_), "-l", dir_ + "/postgres.log",
-           "start"},
-          true);
-      break;
-    } catch (const std::exception&) {
-      if (tries == 3) throw;
-    }
+  start();
+}
+
+PrivatePostgres::PrivatePostgres(StandbyOf of) {
+  make_dir();
+  std::string data = dir_ + "/data";
+  run({pg_bin() + "/pg_basebackup", "-h", of.primary.dir(), "-p",
+       std::to_string(of.primary.port()), "-U", "postgres", "-D", data,
+       "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast",
+       "--no-sync"},
+      true);
+  {
+    std::ofstream out(data + "/postgresql.conf", std::ios::app);
+    out << "unix_socket_directories = '" << dir_ << "'\n";
   }
+  if (running_as_root()) {
+    run({"chown", "postgres:", data + "/postgresql.conf"}, false);
+  }
+  start();
 }
 
 PrivatePostgres::~PrivatePostgres() {

@@ -35,6 +35,12 @@ class HostileTest : public CliTest {
 class PrivatePostgres {
  public:
   explicit PrivatePostgres(bool tls = false);
+  // A hot standby of `primary` (pg_basebackup of it, streaming from it),
+  // with a directory and port of its own.
+  struct StandbyOf {
+    const PrivatePostgres& primary;
+  };
+  explicit PrivatePostgres(StandbyOf of);
   ~PrivatePostgres();
   PrivatePostgres(const PrivatePostgres&) = delete;
   PrivatePostgres& operator=(const PrivatePostgres&) = delete;
@@ -60,6 +66,8 @@ class PrivatePostgres {
   void resume() const;
 
  private:
+  void make_dir();
+  void start();  // on a free port
   void run(const std::vector<std::string>& argv, bool as_postgres) const;
   std::string dir_;
   int port_ = 0;

@@ -579,6 +579,51 @@ TEST_F(PasswordTest, TlsToPostgresqlThroughSslmode) {
 
 // ------------------------------------------------ servers down or going
 
+// A worker or an enqueuer pointed at a hot standby (a read replica in the
+// wrong place, a failover's old primary come back as a standby): one line
+// that says the primary is needed. The reading commands work there.
+TEST_F(HostileTest, AHotStandbyIsOneLineSayingThePrimaryIsNeeded) {
+  PrivatePostgres primary;
+  primary.admin("CREATE ROLE app LOGIN PASSWORD 'pw'");
+  primary.admin("CREATE DATABASE app OWNER app");
+  ASSERT_EQ(
+      pgjobq({"--db", primary.url("app", "pw", "app"), "migrate"}).exit_code,
+      0);
+  ASSERT_EQ(pgjobq({"--db", primary.url("app", "pw", "app"), "enqueue", "q",
+                    "\"before\""})
+                .exit_code,
+            0);
+  PrivatePostgres standby(PrivatePostgres::StandbyOf{primary});
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      return standby.admin("SELECT count(*) FROM pgjobq.jobs", "app") == "1";
+    } catch (const std::exception&) {
+      return false;  // still starting up
+    }
+  }));
+  ASSERT_EQ(standby.admin("SELECT pg_is_in_recovery()"), "t");
+  std::string db = standby.url("app", "pw", "app");
+
+  ProcessResult r = pgjobq({"--db", db, "work", "q", "--", "cat"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err,
+                       "queue \"q\": the PostgreSQL server is a hot "
+                       "standby"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "target_session_attrs=read-write")) << r.err;
+
+  r = pgjobq({"--db", db, "enqueue", "q", "{}"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "read-only transaction")) << r.err;
+  EXPECT_TRUE(contains(r.err, "not a hot standby")) << r.err;
+
+  r = pgjobq({"--db", db, "status", "q", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out).at(0).at("pending"), 1) << r.out;
+}
+
 TEST_F(HostileTest, PostgresqlDownAtStartIsOneLineForEveryCommand) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"migrate"},
