@@ -63,6 +63,9 @@ class Wakeups {
   // Waits for the subscriber thread to end (after stop is set).
   void join();
 
+  // Wakes queue i's runner (as a message on its channel does).
+  void wake(std::size_t queue);
+
   // Wakes every waiter (used on stop).
   void wake_all();
 
@@ -78,7 +81,6 @@ class Wakeups {
   };
 
   void subscriber_loop();
-  void wake(std::size_t queue);
 
   redis::Address address_;
   std::vector<std::string> channels_;

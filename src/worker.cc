@@ -878,6 +878,11 @@ void cancel_sql(std::shared_ptr<PGcancel> cancel) {
 //  - when it overruns its timeout, requests its stop token and cancels any
 //    SQL on the worker's connection; ends the process if it still has not
 //    returned after the grace period.
+// And every idle runner's session: when the server ends one, wakes the
+// runner, which then finds it lost and reconnects at once, instead of at
+// its next wake-up or poll, up to poll_interval later, with the job that
+// woke it waiting behind the reconnect
+// (WorkerTest.AnIdleWorkerReconnectsSoonAfterItsSessionEnds).
 //
 // It looks every 10 ms while a handler runs, every 100 ms while none does
 // (an idle worker need not wake up a hundred times a second), until the
@@ -893,7 +898,12 @@ void watchdog(Worker::State& w) {
     for (std::size_t i = 0; i < w.running.size(); ++i) {
       Running* r = w.running[i].get();
       std::lock_guard lock(r->mutex);
-      if (!r->active) continue;
+      if (!r->active) {
+        // The socket is the session's while the lock is held: the runner
+        // closes it only after clearing it here.
+        if (r->socket >= 0 && server_left(r->socket)) w.wakeups->wake(i);
+        continue;
+      }
       any_active = true;
       std::string job = "job " + std::to_string(r->id.value);
       if (!r->session_lost && r->socket >= 0 && server_left(r->socket)) {

@@ -13,8 +13,8 @@ namespace pgjobq::sql {
 // binaries out after (README, "Upgrading"), and a worker refuses only a
 // schema older than itself (queue_session.cc, check_session). A migration
 // that alters a busy table runs on a live system: migrate.cc retries its
-// locks rather than queue traffic behind it. After adding one, write docs/schema.sql again
-// (tests/cli/schema_test.sh says how).
+// locks rather than queue traffic behind it. After adding one, write
+// docs/schema.sql again (tests/cli/schema_test.sh says how).
 struct Migration {
   int version;
   const char* name;

@@ -1656,6 +1656,37 @@ TEST_F(WorkerTest, AReadOnlySessionIsRefusedAtStartAndWaitedOutOnceServing) {
   EXPECT_FALSE(worker.finished());
 }
 
+// A session ended while its worker waits for work (a backend terminated,
+// idle_session_timeout, a restart): the worker reconnects at once, not at
+// its next wake-up or poll (30 s here), so the next job does not wait for
+// the reconnect.
+TEST_F(WorkerTest, AnIdleWorkerReconnectsSoonAfterItsSessionEnds) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  BackgroundWorker worker(options({q}), [](const JobContext& job) {
+    return HandlerResult::complete(job.data);
+  });
+  const std::string holder =
+      "SELECT coalesce(max(pid), 0) FROM pg_locks WHERE locktype = "
+      "'advisory' AND classid = 1886220545 AND granted AND database = "
+      "(SELECT oid FROM pg_database WHERE datname = current_database())";
+  ASSERT_TRUE(wait_until([&] { return query_value(holder) != "0"; }));
+  std::string first = query_value(holder);
+  test::exec(conn.get(), "SELECT pg_terminate_backend(" + first + ")");
+  EXPECT_TRUE(wait_until(
+      [&] {
+        std::string now = query_value(holder);
+        return now != "0" && now != first;
+      },
+      milliseconds(5000)))
+      << "no new session took the queue's lock";
+  RedisLink redis(test::redis_url());
+  JobId id = enqueue(conn.get(), q, json("after"));
+  notify(redis, q);
+  EXPECT_EQ(wait_for_result(conn.get(), redis, id, milliseconds(10000)),
+            json("after"));
+}
+
 TEST_F(WorkerTest, RedisDownAtStartIsNotAnError) {
   test::RedisServer redis_server;
   redis_server.stop();
