@@ -136,8 +136,9 @@ void check_session(PGconn* conn) {
   if (row.boolean(0, 1)) {
     throw ConnectionError(
         "the PostgreSQL session is read-only (default_transaction_read_only "
-        "is on, for the role, the database or the server): a worker must "
-        "write its jobs' states");
+        "is on: for the role, the database or the server, or in the "
+        "connection's options or PGOPTIONS): a worker must write its jobs' "
+        "states");
   }
   if (!row.boolean(0, 2)) {
     throw DatabaseError(
@@ -147,7 +148,14 @@ void check_session(PGconn* conn) {
   // for it: its statements' own errors will say what is missing.
   if (!row.boolean(0, 3)) return;
   pg::Result version = pg::exec(conn, sql::kSchemaVersion);
-  std::int64_t at = version.is_null(0, 0) ? 0 : version.int64(0, 0);
+  if (version.is_null(0, 0)) {
+    throw DatabaseError(
+        "the database's pgjobq schema records no version "
+        "(pgjobq.schema_migrations is empty): run `pgjobq migrate`, which "
+        "says what to do",
+        "");
+  }
+  std::int64_t at = version.int64(0, 0);
   if (at < schema_version()) {
     throw DatabaseError(
         "the database's pgjobq schema is at version " + std::to_string(at) +

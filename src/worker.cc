@@ -167,12 +167,15 @@ class Runner {
           if (!connected_once_) {
             throw ConnectionError(queue_label(queue_) + ": " + e.what());
           }
-          log(LogLevel::warning,
-              queue_label(queue_) + ": " + e.what() + "; reconnecting in " +
-                  std::to_string(reconnect_delay_.count()) + " ms");
-          forget_uncommitted();
-          w_.stop.sleep_for(reconnect_delay_);
-          reconnect_delay_ = std::min(reconnect_delay_ * 2, kMaxReconnect);
+          reconnect_later(e);
+        } catch (const DatabaseError& e) {
+          // read_only_sql_transaction in the worker's own session, which
+          // opens no READ ONLY transaction: the server was made read-only
+          // in place (default_transaction_read_only and a reload: sessions
+          // already open follow). Like a read-only session met on
+          // reconnecting (check_session), it is waited out.
+          if (e.sqlstate() != "25006") throw;
+          reconnect_later(e);
         }
       }
     } catch (const DatabaseError& e) {
@@ -186,6 +189,17 @@ class Runner {
   }
 
  private:
+  // Once connected: logs `e`, drops what the session had not committed,
+  // and waits the reconnect back-off.
+  void reconnect_later(const Error& e) {
+    log(LogLevel::warning,
+        queue_label(queue_) + ": " + e.what() + "; reconnecting in " +
+            std::to_string(reconnect_delay_.count()) + " ms");
+    forget_uncommitted();
+    w_.stop.sleep_for(reconnect_delay_);
+    reconnect_delay_ = std::min(reconnect_delay_ * 2, kMaxReconnect);
+  }
+
   struct HandlerRun {
     enum class Kind { completed, requeued, error } kind;
     std::string error;

@@ -30,11 +30,25 @@ using std::chrono::milliseconds;
 // traffic waits a quarter of the time at most, never more than a second
 // at once. (A busy system's short transactions let a try through within
 // its first tenth of a second: new ones queue behind the try.)
+//
+// The tries are savepoints of one transaction, which holds the migrators'
+// lock (kMigrationLock) throughout: rolling back to the savepoint lets go
+// of the table locks the try took, and the pause keeps the turn, so that
+// concurrent migrators' tries do not fill it (with four, traffic waited
+// nearly all the time). One transaction also keeps it all on one server
+// session behind a pooler in transaction mode, where a session lock could
+// be released on another and stay held.
 constexpr milliseconds kFirstLockWait{100};
 constexpr milliseconds kMaxLockWait{1000};
 constexpr milliseconds pause_after(milliseconds lock_wait) {
   return std::max(milliseconds(500), 3 * lock_wait);
 }
+
+constexpr const char* kNoVersionRecorded =
+    "migrate: pgjobq.schema_migrations records no migration, yet the pgjobq "
+    "schema has tables (restored without its data, or its rows deleted?); "
+    "nothing was changed: put back its rows, one per migration the schema "
+    "has (version and name)";
 
 // A try that gave up on a lock (lock_timeout, or a deadlock broken by the
 // server): it changed nothing and may simply run again.
@@ -42,60 +56,63 @@ bool lock_refused(const DatabaseError& e) {
   return e.sqlstate() == "55P03" || e.sqlstate() == "40P01";
 }
 
-// One try: every migration not yet applied, in one transaction, each
-// statement waiting at most `lock_wait` for a lock. Returns how many it
-// applied.
-int apply_missing(PGconn* db, milliseconds lock_wait) {
+// One try, in the migration transaction: every migration not yet
+// applied. Returns how many it applied.
+int apply_missing(PGconn* db) {
+  if (!pg::exec(db, sql::kMigrationsTableExists).boolean(0, 0)) {
+    pg::exec_script(db, sql::kMigrationsTable.text);
+  }
+  pg::Result rows = pg::exec(db, sql::kAppliedMigrations);
+  std::set<std::int64_t> done;
+  for (int r = 0; r < rows.rows(); ++r) done.insert(rows.int64(r, 0));
+  if (done.empty() && pg::exec(db, sql::kSchemaHasOtherTables).boolean(0, 0)) {
+    throw Error(kNoVersionRecorded);
+  }
+  // A schema migrated by a newer pgjobq is not "up to date" for this
+  // one, and nothing here can bring it back: say so, change nothing.
+  if (!done.empty() && *done.rbegin() > schema_version()) {
+    throw Error("migrate: the database's pgjobq schema is at version " +
+                std::to_string(*done.rbegin()) +
+                ", newer than this pgjobq knows (version " +
+                std::to_string(schema_version()) +
+                "); nothing was changed: run a pgjobq at least as new "
+                "as the one that migrated it");
+  }
   int applied = 0;
-  pg::exec_script(db, "BEGIN");
-  try {
-    // Concurrent migrators queue here, without the role's or database's
-    // wait limits; each then sees what the one before it committed, so
-    // every migration runs exactly once.
-    pg::Result limits = pg::exec(db, sql::kWaitLimits);
-    pg::exec(db, sql::kLiftWaitLimitsLocally);
-    pg::exec(db, sql::kMigrationLock);
-    for (int r = 0; r < limits.rows(); ++r) {
-      pg::Param setting[] = {pg::param(limits.text(r, 0)),
-                             pg::param(limits.text(r, 1))};
-      pg::exec(db, sql::kSetLocal, setting);
-    }
-    pg::Param wait[] = {pg::param(std::int64_t{lock_wait.count()})};
-    pg::exec(db, sql::kMigrationLockWait, wait);
-    // "schema already exists, skipping" and the like are not news.
-    pg::exec_script(db, "SET LOCAL client_min_messages = warning");
-    if (!pg::exec(db, sql::kMigrationsTableExists).boolean(0, 0)) {
-      pg::exec_script(db, sql::kMigrationsTable.text);
-    }
-    pg::Result rows = pg::exec(db, sql::kAppliedMigrations);
-    std::set<std::int64_t> done;
-    for (int r = 0; r < rows.rows(); ++r) done.insert(rows.int64(r, 0));
-    // A schema migrated by a newer pgjobq is not "up to date" for this
-    // one, and nothing here can bring it back: say so, change nothing.
-    if (!done.empty() && *done.rbegin() > schema_version()) {
-      throw Error("migrate: the database's pgjobq schema is at version " +
-                  std::to_string(*done.rbegin()) +
-                  ", newer than this pgjobq knows (version " +
-                  std::to_string(schema_version()) +
-                  "); nothing was changed: run a pgjobq at least as new "
-                  "as the one that migrated it");
-    }
-    for (const sql::Migration& m : sql::migrations()) {
-      if (done.contains(m.version)) continue;
-      pg::exec_script(db, m.text);
-      pg::Param params[] = {pg::param(std::int64_t{m.version}),
-                            pg::param(m.name)};
-      pg::exec(db, sql::kRecordMigration, params);
-      ++applied;
-    }
-    pg::exec_script(db, "COMMIT");
-  } catch (...) {
-    if (PQstatus(db) == CONNECTION_OK) {
-      PQclear(PQexec(db, "ROLLBACK"));
-    }
-    throw;
+  for (const sql::Migration& m : sql::migrations()) {
+    if (done.contains(m.version)) continue;
+    pg::exec_script(db, m.text);
+    pg::Param params[] = {pg::param(std::int64_t{m.version}),
+                          pg::param(m.name)};
+    pg::exec(db, sql::kRecordMigration, params);
+    ++applied;
   }
   return applied;
+}
+
+// Opens the migration transaction and waits there for the migrators'
+// lock. Concurrent migrators queue for it without the role's or the
+// database's wait limits; each then sees what the one before it
+// committed, so every migration runs exactly once. The limits are put
+// back for the migrations' own statements (a DBA's lock_timeout on DDL is
+// policy), except the transaction's and the idle-in-transaction ones: the
+// transaction lasts through the tries and pauses by design.
+void begin_turn(PGconn* db) {
+  pg::exec_script(db, "BEGIN");
+  pg::Result limits = pg::exec(db, sql::kWaitLimits);
+  pg::exec(db, sql::kLiftWaitLimitsLocally);
+  pg::exec(db, sql::kMigrationLock);
+  for (int r = 0; r < limits.rows(); ++r) {
+    if (limits.text(r, 0) == "transaction_timeout") continue;
+    pg::Param setting[] = {pg::param(limits.text(r, 0)),
+                           pg::param(limits.text(r, 1))};
+    pg::exec(db, sql::kSetLocal, setting);
+  }
+  pg::exec_script(db,
+                  "SET LOCAL idle_in_transaction_session_timeout = 0;"
+                  // "schema already exists, skipping" and the like are not
+                  // news.
+                  "SET LOCAL client_min_messages = warning");
 }
 
 // "pid 4242 (in a transaction for 75 s), a prepared transaction": who
@@ -143,39 +160,55 @@ int migrate(PGconn* db, milliseconds lock_wait) {
     throw InvalidInput("migrate: the time to wait for locks is negative");
   }
   auto start = std::chrono::steady_clock::now();
-  auto deadline = start + lock_wait;
   milliseconds wait = kFirstLockWait;
   try {
-    for (int tries = 1;; ++tries) {
-      try {
-        return apply_missing(db, wait);
-      } catch (const DatabaseError& e) {
-        if (!lock_refused(e)) throw;
-        auto now = std::chrono::steady_clock::now();
-        if (now + pause_after(wait) >= deadline) {
-          std::string holders = lock_holders(db);
-          throw DatabaseError(
-              "gave up after " +
-                  seconds_text(
-                      std::chrono::duration_cast<milliseconds>(now - start)) +
-                  " and " + std::to_string(tries) +
-                  " tries: a transaction holds a lock on pgjobq's tables "
-                  "that a migration needs, and nothing was changed" +
-                  (holders.empty() ? std::string()
-                                   : "; holding locks now: " + holders) +
-                  " (end it, or give migrate longer to wait)",
-              e.sqlstate());
+    try {
+      begin_turn(db);
+      for (int tries = 1;; ++tries) {
+        pg::exec_script(db, "SAVEPOINT pgjobq_try");
+        try {
+          pg::Param limit[] = {pg::param(std::int64_t{wait.count()})};
+          pg::exec(db, sql::kMigrationLockWait, limit);
+          int applied = apply_missing(db);
+          pg::exec_script(db, "COMMIT");
+          return applied;
+        } catch (const DatabaseError& e) {
+          if (!lock_refused(e)) throw;
+          pg::exec_script(db, "ROLLBACK TO SAVEPOINT pgjobq_try");
+          // In milliseconds: start + lock_wait in the clock's nanoseconds
+          // would overflow for the longest waits (milliseconds::max()).
+          auto elapsed = std::chrono::duration_cast<milliseconds>(
+              std::chrono::steady_clock::now() - start);
+          if (elapsed + pause_after(wait) >= lock_wait) {
+            pg::exec_script(db, "ROLLBACK");
+            std::string holders = lock_holders(db);
+            throw DatabaseError(
+                "gave up after " + seconds_text(elapsed) + " and " +
+                    std::to_string(tries) + (tries == 1 ? " try" : " tries") +
+                    ": a transaction holds a lock on pgjobq's tables that "
+                    "a migration needs, and nothing was changed" +
+                    (holders.empty() ? std::string()
+                                     : "; holding locks now: " + holders) +
+                    " (end it, or give migrate longer to wait)",
+                e.sqlstate());
+          }
+          if (tries == 1) {
+            log(LogLevel::info,
+                "migrate: a transaction holds a lock a migration needs; "
+                "trying again, so that enqueues and workers do not queue "
+                "behind the migration (" +
+                    std::string(e.what()) + ")");
+          }
+          std::this_thread::sleep_for(pause_after(wait));
+          wait = std::min(wait * 2, kMaxLockWait);
         }
-        if (tries == 1) {
-          log(LogLevel::info,
-              "migrate: a transaction holds a lock a migration needs; "
-              "trying again, so that enqueues and workers do not queue "
-              "behind the migration (" +
-                  std::string(e.what()) + ")");
-        }
-        std::this_thread::sleep_for(pause_after(wait));
-        wait = std::min(wait * 2, kMaxLockWait);
       }
+    } catch (...) {
+      if (PQstatus(db) == CONNECTION_OK &&
+          PQtransactionStatus(db) != PQTRANS_IDLE) {
+        PQclear(PQexec(db, "ROLLBACK"));
+      }
+      throw;
     }
   } catch (const DatabaseError& e) {
     // insufficient_privilege: creating or changing the schema needs its

@@ -704,6 +704,19 @@ SELECT EXISTS (
   WHERE n.nspname = 'pgjobq' AND c.relname = 'schema_migrations')
 )sql"};
 
+// Whether the pgjobq schema holds tables besides schema_migrations, from
+// the catalogs: with no migration recorded, a schema restored without its
+// data (pg_dump --schema-only) or whose versions were deleted, which
+// migrating from scratch would fail on ("type ... already exists").
+inline constexpr pg::Statement kSchemaHasOtherTables{
+    "pgjobq_schema_has_other_tables", R"sql(
+SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = 'pgjobq' AND c.relkind = 'r'
+    AND c.relname <> 'schema_migrations')
+)sql"};
+
 inline constexpr pg::Statement kAppliedMigrations{"pgjobq_applied_migrations",
                                                   R"sql(
 SELECT version FROM pgjobq.schema_migrations ORDER BY version
@@ -711,12 +724,19 @@ SELECT version FROM pgjobq.schema_migrations ORDER BY version
 
 // $1 milliseconds: the longest a migration's statement waits for a lock
 // in this try, for the rest of the transaction; a shorter lock_timeout of
-// the role's or the database's stays (see migrate.cc).
+// the role's or the database's stays (see migrate.cc). So does a
+// statement_timeout, and the lock wait stays well under it: the statement
+// cancelled (57014) first would say nothing about a lock, and end the
+// retrying.
 inline constexpr pg::Statement kMigrationLockWait{"pgjobq_migration_lock_wait",
                                                   R"sql(
 SELECT set_config('lock_timeout',
-                  least(NULLIF(setting::bigint, 0), $1::bigint)::text, true)
-FROM pg_settings WHERE name = 'lock_timeout'
+                  least(NULLIF(l.setting::bigint, 0),
+                        CASE WHEN s.setting::bigint > 0
+                             THEN greatest(s.setting::bigint / 2, 1) END,
+                        $1::bigint)::text, true)
+FROM pg_settings l, pg_settings s
+WHERE l.name = 'lock_timeout' AND s.name = 'statement_timeout'
 )sql"};
 
 // The sessions holding locks on pgjobq's tables, oldest transaction first

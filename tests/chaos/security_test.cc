@@ -624,6 +624,44 @@ TEST_F(HostileTest, AHotStandbyIsOneLineSayingThePrimaryIsNeeded) {
   EXPECT_EQ(json::parse(r.out).at(0).at("pending"), 1) << r.out;
 }
 
+// A server made read-only in place (default_transaction_read_only by ALTER
+// SYSTEM and a reload, as a guard against a full disk does): the sessions
+// already open turn read-only too. A serving worker waits that out, as it
+// waits out a read-only session met on reconnecting, instead of exiting at
+// its next write (and, restarted by its supervisor, failing at start until
+// the supervisor gives up).
+TEST_F(HostileTest, AServerTurnedReadOnlyUnderAServingWorkerIsWaitedOut) {
+  PrivatePostgres pg;
+  pg.admin("CREATE ROLE app LOGIN PASSWORD 'pw'");
+  pg.admin("CREATE DATABASE app OWNER app");
+  std::string db = pg.url("app", "pw", "app");
+  ASSERT_EQ(pgjobq({"--db", db, "migrate"}).exit_code, 0);
+  auto worker = start({"--db", db, "work", "q", "--", "cat"});
+  ProcessResult r =
+      pgjobq({"--db", db, "enqueue", "q", "1", "--wait", "--timeout", "20"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << worker->err();
+  pg.admin("ALTER SYSTEM SET default_transaction_read_only = on");
+  pg.admin("SELECT pg_reload_conf()");
+  // The job is enqueued in a session of its own that may still write.
+  r = pgjobq({"--db",
+              pg.url("app", "pw", "app",
+                     "options=-c%20default_transaction_read_only%3Doff"),
+              "enqueue", "q", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string id = r.out.substr(0, r.out.find('\n'));
+  // Its claim fails; it says so and reconnects, into read-only sessions.
+  EXPECT_TRUE(wait_until([&] {
+    return contains(worker->err(), "the PostgreSQL session is read-only");
+  })) << worker->err();
+  EXPECT_TRUE(worker->running()) << worker->err();
+  pg.admin("ALTER SYSTEM RESET default_transaction_read_only");
+  pg.admin("SELECT pg_reload_conf()");
+  r = pgjobq({"--db", db, "wait", id, "--timeout", "30"});
+  EXPECT_EQ(r.exit_code, 0) << r.err << worker->err();
+  EXPECT_EQ(r.out, "2\n");
+  EXPECT_TRUE(worker->running()) << worker->err();
+}
+
 TEST_F(HostileTest, PostgresqlDownAtStartIsOneLineForEveryCommand) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"migrate"},

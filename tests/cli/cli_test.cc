@@ -250,6 +250,19 @@ TEST_F(CliTest, MigrateGivesUpOnALongTransactionNamingIt) {
   EXPECT_EQ(pgjobq({"migrate", "--lock-wait", "soon"}).exit_code, 2);
 }
 
+// A session made read-only by the connection's own options (the URL's
+// `options`, or PGOPTIONS): the error says where to look, among the
+// other places the setting can come from.
+TEST_F(CliTest, WorkOnAReadOnlySessionSaysWhereTheSettingMayComeFrom) {
+  ProcessResult r = pgjobq(
+      {"--db", db_url() + "?options=-c%20default_transaction_read_only%3Don",
+       "work", "q", "--", "cat"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "the PostgreSQL session is read-only")) << r.err;
+  EXPECT_TRUE(contains(r.err, "the connection's options")) << r.err;
+}
+
 // ------------------------------------------------------------ enqueue
 
 TEST_F(CliTest, EnqueuePrintsTheIdAndStoresTheData) {

@@ -194,6 +194,28 @@ TEST_F(MigrateTest, GivesUpOnALockHeldTooLongNamingItsHolderChangingNothing) {
   EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
 }
 
+// A library caller that means "wait for as long as it takes".
+TEST_F(MigrateTest, TheLongestLockWaitKeepsTrying) {
+  PgConnPtr conn = connect();
+  test::schema_at_version(conn.get(), kBeforeAlteringQueues);
+  OpenTransaction app(connect());
+  int applied = -1;
+  std::string error;
+  std::thread migrator([&] {
+    try {
+      PgConnPtr m = connect();
+      applied = migrate(m.get(), std::chrono::milliseconds::max());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  test::exec(app.conn.get(), "COMMIT");
+  migrator.join();
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(applied, schema_version() - kBeforeAlteringQueues);
+}
+
 // A prepared transaction holds its locks with no session to end: the
 // message says what to look at.
 TEST_F(MigrateTest, NamesAPreparedTransactionThatHoldsALock) {
@@ -213,6 +235,113 @@ TEST_F(MigrateTest, NamesAPreparedTransactionThatHoldsALock) {
   }
   test::exec(conn.get(), "ROLLBACK PREPARED '" + gid + "'");
   EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
+}
+
+// Several machines migrating at once (a deploy's every instance) behind
+// the same long transaction: their tries must take turns with the traffic,
+// not with one another. Were each migrator to pause on its own, the others'
+// tries would fill its pauses and every enqueue would wait behind one.
+TEST_F(MigrateTest,
+       ConcurrentMigratorsBehindALongTransactionLetEnqueuesThrough) {
+  constexpr int kMigrators = 4;
+  PgConnPtr conn = connect();
+  test::schema_at_version(conn.get(), kBeforeAlteringQueues);
+  OpenTransaction app(connect());
+  std::vector<int> applied(kMigrators, -1);
+  std::vector<std::string> errors(kMigrators);
+  std::vector<std::thread> migrators;
+  for (int i = 0; i < kMigrators; ++i) {
+    migrators.emplace_back([&, i] {
+      try {
+        PgConnPtr m = connect();
+        applied[static_cast<std::size_t>(i)] =
+            migrate(m.get(), std::chrono::seconds(60));
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(i)] = e.what();
+      }
+    });
+  }
+  ASSERT_TRUE(test::wait_until([&] {
+    return query_value(
+               "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+               "AND classid = 1886220544 AND objid = 0 AND NOT granted") ==
+           std::to_string(kMigrators - 1);
+  }));
+  // Back-to-back enqueues for 5 s, once the tries wait up to a second: a
+  // try blocks them a second at most, then they run for three times as
+  // long. Each takes milliseconds when not blocked.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  PgConnPtr other = connect();
+  test::exec(other.get(), "SET statement_timeout = '8s'");
+  using std::chrono::milliseconds;
+  milliseconds blocked{0};
+  auto start = std::chrono::steady_clock::now();
+  auto until = start + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < until) {
+    auto t0 = std::chrono::steady_clock::now();
+    old_enqueue(other.get(), "busy");
+    if (::testing::Test::HasFailure()) break;
+    auto took = std::chrono::duration_cast<milliseconds>(
+        std::chrono::steady_clock::now() - t0);
+    if (took > milliseconds(50)) blocked += took;
+  }
+  auto window = std::chrono::duration_cast<milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  EXPECT_LT(blocked.count() * 2, window.count())
+      << "blocked " << blocked.count() << " ms of " << window.count();
+  EXPECT_EQ(query_value("SELECT max(version) FROM pgjobq.schema_migrations"),
+            std::to_string(kBeforeAlteringQueues));
+  test::exec(app.conn.get(), "COMMIT");
+  for (std::thread& t : migrators) t.join();
+  int total = 0;
+  for (int i = 0; i < kMigrators; ++i) {
+    EXPECT_EQ(errors[static_cast<std::size_t>(i)], "");
+    total += applied[static_cast<std::size_t>(i)];
+  }
+  EXPECT_EQ(total, schema_version() - kBeforeAlteringQueues);
+}
+
+// A statement_timeout shorter than a try's lock wait (the role's or the
+// database's, as web applications' roles often have) must not end the
+// retrying early with "canceling statement due to statement timeout": a
+// try gives up on its lock before the statement would be cancelled.
+TEST_F(MigrateTest, AShortStatementTimeoutStillRetriesAndGivesUpHonestly) {
+  PgConnPtr conn = connect();
+  test::schema_at_version(conn.get(), kBeforeAlteringQueues);
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " SET statement_timeout = '500ms'");
+  OpenTransaction app(connect());
+  PgConnPtr m = connect();
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    migrate(m.get(), std::chrono::milliseconds(6000));
+    ADD_FAILURE() << "migrate did not give up";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "gave up")) << e.what();
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  test::exec(app.conn.get(), "COMMIT");
+  EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
+}
+
+// A schema restored without its data (pg_dump --schema-only), or whose
+// versions were deleted: migrating it from scratch would fail on its own
+// tables ("type ... already exists"). Say what is wrong; change nothing.
+TEST_F(MigrateTest, ATableOfVersionsEmptiedIsRefusedSayingSoChangingNothing) {
+  PgConnPtr conn = connect();
+  migrate(conn.get());
+  enqueue(conn.get(), "kept", nlohmann::json(1));
+  test::exec(conn.get(), "DELETE FROM pgjobq.schema_migrations");
+  try {
+    migrate(conn.get());
+    ADD_FAILURE() << "migrate did not refuse";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "records no migration")) << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "nothing was changed")) << e.what();
+  }
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.jobs"), "1");
+  EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.schema_migrations"), "0");
 }
 
 TEST_F(MigrateTest, RefusesToRunInsideATransaction) {

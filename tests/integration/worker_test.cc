@@ -1589,6 +1589,21 @@ TEST_F(WorkerTest, ASchemaOlderThanTheWorkerOrNoneIsAnErrorSayingToMigrate) {
   }
 }
 
+// The table of versions emptied (a schema-only restore): not "version 0".
+TEST_F(WorkerTest, AnEmptyTableOfVersionsIsAnErrorSayingSo) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  test::exec(conn.get(), "DELETE FROM pgjobq.schema_migrations");
+  BackgroundWorker worker(options({q}), [](const JobContext&) {
+    return HandlerResult::complete();
+  });
+  std::string error = exit_error(worker);
+  EXPECT_TRUE(test::contains(error, "DatabaseError: queue \"" + q +
+                                        "\": the database's pgjobq schema "
+                                        "records no version"))
+      << error;
+}
+
 // Upgrading: migrate first, then roll the binaries out. Until then the old
 // workers serve on the newer schema.
 TEST_F(WorkerTest, ASchemaNewerThanTheWorkerIsServed) {
