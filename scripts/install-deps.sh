@@ -8,7 +8,7 @@ packages=(
   g++ cmake make ninja-build pkg-config
   libpq-dev libhiredis-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libbenchmark-dev
-  postgresql-15 redis-server
+  postgresql-15 redis-server pgbouncer
   clang-14 libclang-rt-14-dev clang-format util-linux procps nftables
 )
 

@@ -29,6 +29,12 @@ const pg::Statement* const kWorkerStatements[] = {
     &sql::kCreateQueue,      &sql::kShortLockWait,  &sql::kLockQueue,
     &sql::kSeekPlans,        &sql::kUnlimitedWaits, &sql::kRestoreWaitLimits};
 
+// What to do when a worker's statements run in sessions not its own.
+constexpr const char* kOwnSessionAdvice =
+    "; a connection pooler in transaction mode between the worker and the "
+    "server? A worker needs a session of its own: connect it directly, or "
+    "through a pooler in session mode";
+
 // kClaimJobs' rows: the jobs, then the count of jobs seen.
 Claim parse_claimed(const pg::Result& rows, const std::string& queue) {
   Claim claim;
@@ -42,10 +48,8 @@ Claim parse_claimed(const pg::Result& rows, const std::string& queue) {
     throw Error(queue_label(queue) +
                 ": the worker's claim ran in a PostgreSQL session that is "
                 "not the one holding the queue's lock (or it was reset, as "
-                "RESET ALL or DISCARD ALL do); a connection pooler in "
-                "transaction mode between the worker and the server? A "
-                "worker needs a session of its own: connect it directly, or "
-                "through a pooler in session mode");
+                "RESET ALL or DISCARD ALL do)" +
+                kOwnSessionAdvice);
   }
   claim.seen = static_cast<int>(rows.int64(last, 5));
   claim.server_us = rows.int64(last, 6);
@@ -438,6 +442,24 @@ FlushResult QueueSession::flush(const std::vector<Outcome>& outcomes,
   out.stale = static_cast<int>(outcomes.size()) - applied;
   if (claim_at) out.claimed = parse_claimed(results[*claim_at], queue_);
   return out;
+}
+
+bool shows_foreign_session(const DatabaseError& e) {
+  return e.sqlstate() == "26000" || e.sqlstate() == "42P05";
+}
+
+Error foreign_session_error(std::string_view queue, const DatabaseError& e) {
+  std::string error = queue_label(queue) +
+                      ": the worker's statements ran in a PostgreSQL "
+                      "session that is not its own (" +
+                      e.what();
+  // A handler that drops the session's statements looks the same.
+  if (e.sqlstate() == "26000") {
+    error += "; or a handler ran DEALLOCATE or DISCARD ALL";
+  }
+  error += ')';
+  error += kOwnSessionAdvice;
+  return Error(error);
 }
 
 bool is_transient(const DatabaseError& e) {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pg/connection.h"
@@ -120,6 +121,18 @@ struct FlushResult {
 // (docs/architecture.md, "Lock order"), but a caller's transaction, or a
 // transactional handler's, may combine them in any order.
 bool is_transient(const DatabaseError& e);
+
+// Whether `e`, failing one of a worker's own statements, shows that they
+// run in PostgreSQL sessions not the worker's own, as behind a connection
+// pooler in transaction mode: a statement the worker prepared is missing
+// (26000), or one it prepares at start is there already (42P05), prepared
+// by another worker in the same server session.
+bool shows_foreign_session(const DatabaseError& e);
+
+// The error a worker serving `queue` stops with then, naming `e` and
+// saying what to do. Not a ConnectionError: reconnecting would not help a
+// worker whose connections are shared behind its back.
+Error foreign_session_error(std::string_view queue, const DatabaseError& e);
 
 class QueueSession {
  public:

@@ -179,6 +179,13 @@ class Runner {
         }
       }
     } catch (const DatabaseError& e) {
+      // Behind a pooler in transaction mode a worker's statements land in
+      // other server sessions, and fail there before its claim could find
+      // its mark missing (parse_claimed).
+      if (shows_foreign_session(e)) {
+        w_.fail(std::make_exception_ptr(foreign_session_error(queue_, e)));
+        return;
+      }
       // PostgreSQL's words alone ("cannot execute SELECT in a read-only
       // transaction") do not say which queue's worker hit them.
       w_.fail(std::make_exception_ptr(

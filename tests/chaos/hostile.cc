@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -252,6 +253,120 @@ std::string PrivatePostgres::url(const std::string& user,
 
 std::string PrivatePostgres::log() const {
   std::ifstream in(dir_ + "/postgres.log");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string Pgbouncer::binary() {
+  const char* bin = std::getenv("PGJOBQ_PGBOUNCER");
+  return bin && *bin ? bin : "/usr/sbin/pgbouncer";
+}
+
+bool Pgbouncer::installed() { return access(binary().c_str(), X_OK) == 0; }
+
+namespace {
+
+// Whether something accepts TCP connections on 127.0.0.1:`port`.
+bool accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+// pgbouncer's pid from its pidfile, or -1.
+pid_t read_pid(const std::string& path) {
+  std::ifstream in(path);
+  long pid = -1;
+  in >> pid;
+  return in ? static_cast<pid_t>(pid) : -1;
+}
+
+}  // namespace
+
+Pgbouncer::Pgbouncer(const std::string& pool_mode, int pool_size) {
+  char tmpl[] = "/tmp/pgjobq-pgbouncer.XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  std::filesystem::permissions(dir_, std::filesystem::perms(0755));
+  std::string pg_port = required_env("PGJOBQ_PG_PORT");
+  // auth_type trust still wants the user in the auth file.
+  write_file(dir_ + "/users.txt", "\"postgres\" \"\"\n");
+  std::vector<std::string> prefix;
+  if (running_as_root()) {
+    passwd* pg = getpwnam("postgres");
+    if (!pg || chown(dir_.c_str(), pg->pw_uid, pg->pw_gid) != 0) {
+      throw std::runtime_error("cannot hand " + dir_ + " to postgres");
+    }
+    prefix = {"runuser", "-u", "postgres", "--"};
+  }
+  std::string ini = dir_ + "/pgbouncer.ini";
+  for (int tries = 0;; ++tries) {
+    port_ = free_port();
+    std::ostringstream text;
+    text << "[databases]\n"
+         << "* = host=127.0.0.1 port=" << pg_port << "\n"
+         << "[pgbouncer]\n"
+         << "listen_addr = 127.0.0.1\n"
+         << "listen_port = " << port_ << "\n"
+         << "unix_socket_dir = " << dir_ << "\n"
+         << "auth_type = trust\n"
+         << "auth_file = " << dir_ << "/users.txt\n"
+         << "pool_mode = " << pool_mode << "\n"
+         << "default_pool_size = " << pool_size << "\n"
+         << "max_client_conn = 100\n"
+         << "pidfile = " << dir_ << "/pgbouncer.pid\n"
+         << "logfile = " << dir_ << "/pgbouncer.log\n";
+    write_file(ini, text.str());
+    std::vector<std::string> argv = prefix;
+    argv.insert(argv.end(), {binary(), "-d", ini});
+    ProcessResult r = run_process(argv, {}, {}, std::chrono::seconds(30));
+    // -d: the process that answers is the daemon, named by the pidfile;
+    // its log says it listens on the port, not another program.
+    std::string listening = "listening on 127.0.0.1:" + std::to_string(port_);
+    bool up = r.exit_code == 0 && wait_until([&] {
+                pid_ = read_pid(dir_ + "/pgbouncer.pid");
+                return pid_ > 0 && contains(log(), listening) && accepts(port_);
+              });
+    if (up) return;
+    if (pid_ > 0) kill(pid_, SIGKILL);
+    pid_ = -1;
+    std::error_code ignored;
+    std::filesystem::remove(dir_ + "/pgbouncer.pid", ignored);
+    if (tries == 3) {
+      std::string why = r.err + r.out + log();
+      std::filesystem::remove_all(dir_, ignored);
+      throw std::runtime_error("pgbouncer did not start: " + why);
+    }
+  }
+}
+
+Pgbouncer::~Pgbouncer() {
+  if (pid_ > 0) {
+    // SIGTERM: an immediate shutdown, every connection closed.
+    kill(pid_, SIGTERM);
+    if (!wait_until([&] { return process_gone(pid_); })) {
+      kill(pid_, SIGKILL);
+      wait_until([&] { return process_gone(pid_); });
+    }
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string Pgbouncer::url(const std::string& database) const {
+  return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" +
+         database;
+}
+
+std::string Pgbouncer::log() const {
+  std::ifstream in(dir_ + "/pgbouncer.log");
   std::stringstream text;
   text << in.rdbuf();
   return text.str();

@@ -1,9 +1,12 @@
 #pragma once
 
 // What the hostile-input and security tests share: the command-line
-// fixture of tests/cli, a fingerprint of everything pgjobq stores, and a
+// fixture of tests/cli, a fingerprint of everything pgjobq stores, a
 // PostgreSQL server of a test's own, for what the shared one must not be
-// changed for (password authentication, TLS).
+// changed for (password authentication, TLS), and a connection pooler
+// (pgbouncer) of a test's own in front of the shared one.
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <optional>
@@ -71,6 +74,40 @@ class PrivatePostgres {
   void run(const std::vector<std::string>& argv, bool as_postgres) const;
   std::string dir_;
   int port_ = 0;
+};
+
+// A pgbouncer of the test's own in front of the shared test PostgreSQL
+// (every database, as the connecting user, trusted), on a free loopback
+// port and a unix socket in a temporary directory, with its own ini and
+// auth file. Stopped (SIGTERM to its pid, then SIGKILL) and removed on
+// destruction. Run as the postgres user when we are root: pgbouncer
+// refuses to run as root.
+class Pgbouncer {
+ public:
+  // The binary: $PGJOBQ_PGBOUNCER, else /usr/sbin/pgbouncer (Debian's).
+  static std::string binary();
+  // Whether binary() is there to run; tests skip without it.
+  static bool installed();
+
+  // Starts one with `pool_mode` ("session" or "transaction") and at most
+  // `pool_size` server connections per database and user. Throws
+  // std::runtime_error if it does not start.
+  Pgbouncer(const std::string& pool_mode, int pool_size);
+  ~Pgbouncer();
+  Pgbouncer(const Pgbouncer&) = delete;
+  Pgbouncer& operator=(const Pgbouncer&) = delete;
+
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  // postgresql://postgres@127.0.0.1:port/database, through the pooler.
+  std::string url(const std::string& database) const;
+  // The pooler's log so far.
+  std::string log() const;
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
 };
 
 }  // namespace pgjobq::test
