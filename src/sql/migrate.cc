@@ -101,7 +101,11 @@ void begin_turn(PGconn* db) {
   pg::exec_script(db, "BEGIN");
   pg::Result limits = pg::exec(db, sql::kWaitLimits);
   pg::exec(db, sql::kLiftWaitLimitsLocally);
-  pg::exec(db, sql::kMigrationLock);
+  if (!pg::exec(db, sql::kTryMigrationLock).boolean(0, 0)) {
+    log(LogLevel::info,
+        "migrate: another migrate is running; waiting for it to finish");
+    pg::exec(db, sql::kMigrationLock);
+  }
   for (int r = 0; r < limits.rows(); ++r) {
     if (limits.text(r, 0) == "transaction_timeout") continue;
     pg::Param setting[] = {pg::param(limits.text(r, 0)),

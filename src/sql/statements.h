@@ -658,6 +658,11 @@ SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM deleted)
 inline constexpr pg::Statement kMigrationLock{"pgjobq_migration_lock", R"sql(
 SELECT pg_advisory_xact_lock(1886220544, 0)
 )sql"};
+// The same, if no other migrator holds it: whether it was taken.
+inline constexpr pg::Statement kTryMigrationLock{"pgjobq_try_migration_lock",
+                                                 R"sql(
+SELECT pg_try_advisory_xact_lock(1886220544, 0)
+)sql"};
 
 // The wait limits in force (statement_timeout, lock_timeout and, from
 // PostgreSQL 17, transaction_timeout), by name; kLiftWaitLimitsLocally
