@@ -99,6 +99,10 @@ struct Running {
   std::shared_ptr<PGcancel> cancel;
   int socket = -1;  // and its socket, to see the server leave
   bool timed_out = false;
+  // The timeout's SQL cancel, once the server has it. Until then it could
+  // land on the worker's own next statement (the commit of the timed-out
+  // job's error), which it would fail: the runner waits for it.
+  std::shared_future<void> cancel_sent;
   bool session_lost = false;
   SteadyClock::time_point lost_at;  // when session_lost was found
 };
@@ -672,12 +676,20 @@ class Runner {
     }
     bool timed_out = false;
     bool session_lost = false;
+    std::shared_future<void> cancel_sent;
     {
       std::lock_guard lock(running_.mutex);
       running_.active = false;
       timed_out = running_.timed_out;
       session_lost = running_.session_lost;
+      cancel_sent = std::exchange(running_.cancel_sent, {});
     }
+    // A cancel the server receives while the session is idle is dropped;
+    // one still on its way would cancel what the worker sends next
+    // (WorkerTest.AGracefulStopStillEnforcesTheJobTimeout failed so, now
+    // and then, with "canceling statement due to user request"). Bounded:
+    // a server that never answers the cancel must not hold the queue.
+    if (cancel_sent.valid()) cancel_sent.wait_for(std::chrono::seconds(3));
     auto finished = SteadyClock::now();
     auto elapsed_us = static_cast<double>(
         std::chrono::duration_cast<std::chrono::microseconds>(finished -
@@ -877,16 +889,21 @@ bool server_left(int socket) {
 // the SYN) or never answers would hold the watchdog there, with every
 // other handler unwatched and no exit after the grace period
 // (ProcessTest.AHandlerPastItsTimeoutEndsTheProcessEvenIfItsCancelHangs).
-void cancel_sql(std::shared_ptr<PGcancel> cancel) {
-  auto send = [cancel] {
+// Ready once the server has the request (Running::cancel_sent).
+std::shared_future<void> cancel_sql(std::shared_ptr<PGcancel> cancel) {
+  auto sent = std::make_shared<std::promise<void>>();
+  std::shared_future<void> ready = sent->get_future().share();
+  auto send = [cancel, sent] {
     char error[256];
     PQcancel(cancel.get(), error, sizeof error);
+    sent->set_value();
   };
   try {
     std::thread(send).detach();
   } catch (const std::system_error&) {
     send();  // no thread to be had (EAGAIN): better late than never
   }
+  return ready;
 }
 
 // Watches every running handler:
@@ -951,7 +968,7 @@ void watchdog(Worker::State& w) {
       if (!r->timed_out) {
         r->timed_out = true;
         r->stop.request_stop();
-        if (r->cancel) cancel_sql(r->cancel);
+        if (r->cancel) r->cancel_sent = cancel_sql(r->cancel);
         continue;
       }
       if (now < r->deadline + w.options.timeout_grace) continue;
