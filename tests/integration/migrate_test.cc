@@ -126,20 +126,30 @@ struct OpenTransaction {
   int pid() const { return PQbackendPID(conn.get()); }
 };
 
+// migrate() on a thread of its own, with a connection of its own.
+struct BackgroundMigrate {
+  int applied = -1;
+  std::string error;
+  std::thread thread;
+  BackgroundMigrate(PgConnPtr conn, std::chrono::milliseconds lock_wait)
+      : thread([this, c = std::move(conn), lock_wait] {
+          try {
+            applied = migrate(c.get(), lock_wait);
+          } catch (const std::exception& e) {
+            error = e.what();
+          }
+        }) {}
+  ~BackgroundMigrate() { join(); }
+  void join() {
+    if (thread.joinable()) thread.join();
+  }
+};
+
 TEST_F(MigrateTest, AnUpgradeBehindALongTransactionDoesNotStallEnqueues) {
   PgConnPtr conn = connect();
   test::schema_at_version(conn.get(), kBeforeAlteringQueues);
   OpenTransaction app(connect());
-  int applied = -1;
-  std::string error;
-  std::thread migrator([&] {
-    try {
-      PgConnPtr m = connect();
-      applied = migrate(m.get(), std::chrono::seconds(60));
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  BackgroundMigrate migrator(connect(), std::chrono::seconds(60));
   // Meanwhile another client enqueues, every 300 ms for 4 s. Behind a
   // migration waiting for the open transaction, each would wait for it
   // (here: give up after 8 s, so that the old behaviour fails rather than
@@ -163,8 +173,8 @@ TEST_F(MigrateTest, AnUpgradeBehindALongTransactionDoesNotStallEnqueues) {
       << "the migration did not wait for the open transaction";
   test::exec(app.conn.get(), "COMMIT");
   migrator.join();
-  EXPECT_EQ(error, "");
-  EXPECT_EQ(applied, schema_version() - kBeforeAlteringQueues);
+  EXPECT_EQ(migrator.error, "");
+  EXPECT_EQ(migrator.applied, schema_version() - kBeforeAlteringQueues);
   EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.jobs"), "14");
 }
 
@@ -199,21 +209,12 @@ TEST_F(MigrateTest, TheLongestLockWaitKeepsTrying) {
   PgConnPtr conn = connect();
   test::schema_at_version(conn.get(), kBeforeAlteringQueues);
   OpenTransaction app(connect());
-  int applied = -1;
-  std::string error;
-  std::thread migrator([&] {
-    try {
-      PgConnPtr m = connect();
-      applied = migrate(m.get(), std::chrono::milliseconds::max());
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  BackgroundMigrate migrator(connect(), std::chrono::milliseconds::max());
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   test::exec(app.conn.get(), "COMMIT");
   migrator.join();
-  EXPECT_EQ(error, "");
-  EXPECT_EQ(applied, schema_version() - kBeforeAlteringQueues);
+  EXPECT_EQ(migrator.error, "");
+  EXPECT_EQ(migrator.applied, schema_version() - kBeforeAlteringQueues);
 }
 
 // A prepared transaction holds its locks with no session to end: the
