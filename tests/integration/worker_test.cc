@@ -1671,6 +1671,36 @@ TEST_F(WorkerTest, AReadOnlySessionIsRefusedAtStartAndWaitedOutOnceServing) {
   EXPECT_FALSE(worker.finished());
 }
 
+// A transactional handler that makes the job's transaction READ ONLY:
+// the completion cannot be written there. That is the handler's error,
+// not an outage: under the crash policy the worker stops, rather than
+// reconnect and run the job again and again as for a server made
+// read-only (HostileTest.AServerTurnedReadOnlyUnderAServingWorkerIsWaitedOut).
+TEST_F(WorkerTest, AHandlerThatMakesItsTransactionReadOnlyIsNotAnOutage) {
+  PgConnPtr conn = connect();
+  std::string q = queue();
+  JobId id = enqueue(conn.get(), q, json("read only"));
+  auto o = options({q});
+  o.transactional = true;
+  std::atomic<int> runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    ++runs;
+    PQclear(PQexec(job.db, "SET TRANSACTION READ ONLY"));
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return worker.finished(); }))
+      << "the worker did not stop; the handler ran " << runs.load() << " times";
+  std::string error = exit_error(worker);
+  EXPECT_TRUE(test::contains(error, "queue \"" + q + "\": job " +
+                                        std::to_string(id.value) +
+                                        " (attempt 1) failed: the handler's "
+                                        "transaction did not commit"))
+      << error;
+  EXPECT_TRUE(test::contains(error, "read-only transaction")) << error;
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_NE(state_of(id), JobState::completed);
+}
+
 // A session ended while its worker waits for work (a backend terminated,
 // idle_session_timeout, a restart): the worker reconnects at once, not at
 // its next wake-up or poll (30 s here), so the next job does not wait for
