@@ -24,7 +24,7 @@ using std::chrono::milliseconds;
 // PostgreSQL grants a table's locks in the order they were asked for: the
 // whole system would stall for as long as that transaction lasts. So a
 // try waits for each lock a moment only (lock_timeout: from 100 ms,
-// doubling to 1 s) and, refused, rolls everything back, lets the traffic
+// doubling to 1 s) and, refused, rolls the try back, lets the traffic
 // through for three times as long (half a second at least), and tries
 // again, until the caller's time is up: while the transaction lasts,
 // traffic waits a quarter of the time at most, never more than a second

@@ -178,23 +178,31 @@ TEST_F(MigrateTest, AnUpgradeBehindALongTransactionDoesNotStallEnqueues) {
   EXPECT_EQ(query_value("SELECT count(*) FROM pgjobq.jobs"), "14");
 }
 
+// migrate() on `m`, which must give up on a lock (55P03, "gave up ...");
+// returns its message ("" and a failure if it did not give up).
+std::string give_up_message(PGconn* m, std::chrono::milliseconds lock_wait) {
+  try {
+    migrate(m, lock_wait);
+    ADD_FAILURE() << "migrate did not give up";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "gave up")) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
 TEST_F(MigrateTest, GivesUpOnALockHeldTooLongNamingItsHolderChangingNothing) {
   PgConnPtr conn = connect();
   test::schema_at_version(conn.get(), kBeforeAlteringQueues);
   OpenTransaction app(connect());
   PgConnPtr m = connect();
   auto t0 = std::chrono::steady_clock::now();
-  try {
-    migrate(m.get(), std::chrono::milliseconds(1500));
-    ADD_FAILURE() << "migrate did not give up";
-  } catch (const DatabaseError& e) {
-    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
-    EXPECT_TRUE(test::contains(e.what(), "gave up")) << e.what();
-    EXPECT_TRUE(test::contains(e.what(), "nothing was changed")) << e.what();
-    EXPECT_TRUE(test::contains(
-        e.what(), "pid " + std::to_string(app.pid()) + " (in a transaction"))
-        << e.what();
-  }
+  std::string error = give_up_message(m.get(), std::chrono::milliseconds(1500));
+  EXPECT_TRUE(test::contains(error, "nothing was changed")) << error;
+  EXPECT_TRUE(test::contains(
+      error, "pid " + std::to_string(app.pid()) + " (in a transaction"))
+      << error;
   auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_GE(took, std::chrono::milliseconds(1000));
   EXPECT_LT(took, std::chrono::seconds(10));
@@ -228,12 +236,8 @@ TEST_F(MigrateTest, NamesAPreparedTransactionThatHoldsALock) {
     test::exec(app.conn.get(), "PREPARE TRANSACTION '" + gid + "'");
   }
   PgConnPtr m = connect();
-  try {
-    migrate(m.get(), std::chrono::milliseconds(0));
-    ADD_FAILURE() << "migrate did not give up";
-  } catch (const DatabaseError& e) {
-    EXPECT_TRUE(test::contains(e.what(), "a prepared transaction")) << e.what();
-  }
+  std::string error = give_up_message(m.get(), std::chrono::milliseconds(0));
+  EXPECT_TRUE(test::contains(error, "a prepared transaction")) << error;
   test::exec(conn.get(), "ROLLBACK PREPARED '" + gid + "'");
   EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
 }
@@ -314,13 +318,7 @@ TEST_F(MigrateTest, AShortStatementTimeoutStillRetriesAndGivesUpHonestly) {
   OpenTransaction app(connect());
   PgConnPtr m = connect();
   auto t0 = std::chrono::steady_clock::now();
-  try {
-    migrate(m.get(), std::chrono::milliseconds(6000));
-    ADD_FAILURE() << "migrate did not give up";
-  } catch (const DatabaseError& e) {
-    EXPECT_EQ(e.sqlstate(), "55P03") << e.what();
-    EXPECT_TRUE(test::contains(e.what(), "gave up")) << e.what();
-  }
+  give_up_message(m.get(), std::chrono::milliseconds(6000));
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
   test::exec(app.conn.get(), "COMMIT");
   EXPECT_EQ(migrate(m.get()), schema_version() - kBeforeAlteringQueues);
