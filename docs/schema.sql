@@ -127,6 +127,34 @@ END;
 $$;
 
 --
+-- Name: written_by_this_transaction(xid); Type: FUNCTION; Schema: pgjobq; Owner: -
+--
+
+CREATE FUNCTION pgjobq.written_by_this_transaction(row_xmin xid) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+  top bigint := pg_current_xact_id_if_assigned()::text::bigint;
+  id bigint := row_xmin::text::bigint;
+BEGIN
+  -- No id yet: this transaction has written nothing. Ids below 3 are
+  -- special (invalid, bootstrap, frozen).
+  IF top IS NULL OR id < 3 THEN
+    RETURN false;
+  END IF;
+  id := top + (id - top % 4294967296 + 4294967296) % 4294967296;
+  IF id - top >= 2147483648 THEN
+    RETURN false;
+  END IF;
+  BEGIN
+    RETURN pg_xact_status(id::text::xid8) = 'in progress';
+  EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN false;
+  END;
+END
+$$;
+
+--
 -- Name: jobs; Type: TABLE; Schema: pgjobq; Owner: -
 --
 

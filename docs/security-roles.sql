@@ -25,6 +25,10 @@ GRANT USAGE ON SCHEMA pgjobq
 GRANT SELECT ON pgjobq.queues, pgjobq.queue_progress, pgjobq.jobs,
   pgjobq.schema_migrations
   TO pgjobq_enqueuer, pgjobq_worker, pgjobq_operator;
+-- A wait inside a transaction asks whether that transaction wrote the job
+-- (SECURITY INVOKER; matters where EXECUTE has been revoked from PUBLIC).
+GRANT EXECUTE ON FUNCTION pgjobq.written_by_this_transaction(xid)
+  TO pgjobq_enqueuer, pgjobq_worker, pgjobq_operator;
 
 -- The enqueuing application: add jobs, creating a queue on its first job.
 -- It takes positions and counts admissions on the queue's row, and cannot

@@ -93,21 +93,18 @@ FROM pgjobq.jobs WHERE id = $1
 
 // $1 job id. For a wait in the session's open transaction: its isolation
 // level, and whether job $1 is pending by this very transaction's doing
-// (enqueued or rescheduled in it, not committed yet), which no worker can
-// see before it commits. Such a row's xmin is this transaction's xid, or
-// the xid of one of its subtransactions, and the session holds the lock
-// on each of those xids (pg_locks) while it lasts. A subtransaction
-// released (RELEASE SAVEPOINT) gives its lock up, so a job enqueued in one
-// is not recognized.
+// (enqueued or rescheduled in it, or in one of its savepoints, open or
+// released; not committed yet), which no worker can see before it
+// commits. pgjobq.written_by_this_transaction (migration 006) tells from
+// the row's xmin.
 inline constexpr pg::Statement kWaitInTransaction{"pgjobq_wait_in_transaction",
                                                   R"sql(
 SELECT current_setting('transaction_isolation'),
        EXISTS (
          SELECT 1
          FROM pgjobq.jobs j
-         JOIN pg_catalog.pg_locks l ON l.transactionid = j.xmin
          WHERE j.id = $1 AND j.state = 'pending'
-           AND l.locktype = 'transactionid' AND l.pid = pg_backend_pid())
+           AND pgjobq.written_by_this_transaction(j.xmin))
 )sql"};
 
 // ------------------------------------------------------------- operations

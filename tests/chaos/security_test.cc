@@ -156,6 +156,18 @@ TEST_F(RolesTest, EnqueuerCanEnqueueAndWaitButNotTouchJobs) {
     EXPECT_EQ(wait_for_result(app.get(), redis, a, milliseconds(10000)),
               json("a"));
   }
+  // Also inside a transaction, where the wait asks
+  // pgjobq.written_by_this_transaction whether the job is its own: no
+  // permission error, it waits (for a job no worker serves here).
+  for (const char* role : {"enqueuer", "worker", "operator"}) {
+    PgConnPtr conn = connect_as(role);
+    RedisLink redis(redis_url());
+    PQclear(PQexec(conn.get(), "BEGIN"));
+    EXPECT_THROW(wait_for_result(conn.get(), redis, b, milliseconds(100)),
+                 Timeout)
+        << role;
+    PQclear(PQexec(conn.get(), "ROLLBACK"));
+  }
   // It cannot change a job, forge a result, or delete one.
   std::string id = std::to_string(b.value);
   EXPECT_EQ(exec_error(app.get(),

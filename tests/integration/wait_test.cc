@@ -387,6 +387,16 @@ TEST_F(WaitTest, AWaitForAJobItsOwnTransactionHasNotCommittedIsRefused) {
   expect_refused(enqueue(conn.get(), q, json("in a savepoint")));
   exec(conn.get(), "ROLLBACK TO SAVEPOINT s");
   exec(conn.get(), "ROLLBACK");
+  // In a savepoint released since (its subtransaction's id has no lock any
+  // more), also from inside a savepoint opened after it.
+  exec(conn.get(), "BEGIN");
+  exec(conn.get(), "SAVEPOINT s");
+  JobId released = enqueue(conn.get(), q, json("in a released savepoint"));
+  exec(conn.get(), "RELEASE SAVEPOINT s");
+  expect_refused(released);
+  exec(conn.get(), "SAVEPOINT t");
+  expect_refused(released);
+  exec(conn.get(), "ROLLBACK");
   // A job another transaction committed is waited for as ever, also in a
   // transaction; one this transaction rescheduled is not.
   exec(conn.get(), "BEGIN");
@@ -491,6 +501,44 @@ TEST_F(WaitTest, AHungRedisBehindAKeptSubscriptionDoesNotStretchTheTimeout) {
   redis_server.resume();
   EXPECT_LT(took, milliseconds(2500))
       << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+}
+
+// The check behind that refusal, on ids no row of this test would carry:
+// the transaction's own id; one not given out yet, as the raw xmin of a
+// frozen row many epochs old may read (pg_xact_status raises "in the
+// future" for it); a committed row's; a special one (frozen). And in a
+// transaction that has written nothing, no id at all is its own.
+TEST_F(WaitTest, WrittenByThisTransactionIsTrueForItsOwnIdsOnly) {
+  PgConnPtr conn = connect();
+  PgConnPtr other = connect();
+  JobId committed = enqueue(other.get(), queue(), json(1));
+  // pgjobq.written_by_this_transaction of each id, given `top`, a 64-bit
+  // id, as "t f ...".
+  auto answers = [&](const std::string& top) {
+    std::string sql =
+        "SELECT string_agg(pgjobq.written_by_this_transaction(x)::text, ' ' "
+        "ORDER BY n) FROM (SELECT " +
+        top +
+        " AS top) t, LATERAL (VALUES "
+        "(1, (top % 4294967296)::text::xid), "
+        "(2, ((top + 1000000000) % 4294967296)::text::xid), "
+        "(3, (SELECT xmin FROM pgjobq.jobs WHERE id = " +
+        std::to_string(committed.value) + ")), (4, '2'::xid)) v(n, x)";
+    PGresult* r = PQexec(conn.get(), sql.c_str());
+    std::string out = PQresultStatus(r) == PGRES_TUPLES_OK
+                          ? PQgetvalue(r, 0, 0)
+                          : PQresultErrorMessage(r);
+    PQclear(r);
+    return out;
+  };
+  exec(conn.get(), "BEGIN");
+  EXPECT_EQ(answers("pg_current_xact_id()::text::bigint"),
+            "true false false false");
+  exec(conn.get(), "ROLLBACK");
+  exec(conn.get(), "BEGIN");
+  EXPECT_EQ(answers("(SELECT max(xmin::text::bigint) FROM pgjobq.jobs)"),
+            "false false false false");
+  exec(conn.get(), "ROLLBACK");
 }
 
 }  // namespace
