@@ -65,9 +65,10 @@ std::vector<QueueStatus> queue_status(PGconn* db,
 // than `older_than` ago, in batches of `batch_size`, each its own
 // transaction, so it never holds locks for long. `progress`, if given, is
 // called after each batch with the rows deleted so far. Must be called
-// outside a transaction (else it throws Error, changing nothing). Returns
-// how many jobs were deleted. Throws InvalidInput for a negative age or a
-// batch size below 1, DatabaseError, ConnectionError.
+// outside a transaction (else it throws Error, changing nothing). An age
+// longer than any time PostgreSQL can store (microseconds::max()) deletes
+// nothing. Returns how many jobs were deleted. Throws InvalidInput for a
+// negative age or a batch size below 1, DatabaseError, ConnectionError.
 std::int64_t prune(
     PGconn* db, std::chrono::microseconds older_than,
     const std::function<void(std::int64_t deleted)>& progress = {},

@@ -585,10 +585,16 @@ ORDER BY q.name
 // microseconds since 1970: a timestamptz as text would go through the
 // session's DateStyle and TimeZone, and a zone abbreviation such as CST
 // (Asia/Shanghai, +08) reads back as another zone's (US Central, -06).
+// Subtracted as microseconds, and no earlier than PostgreSQL's earliest
+// timestamp (4714 BC), so that kPruneBatch can turn it back into one: an
+// age longer than that (microseconds::max()) deletes nothing. As an
+// interval it was "interval out of range", and beyond 4714 BC "timestamp
+// out of range" (JobsTest.PruneOlderThanAnyTimeDeletesNothingRatherThanFail).
 inline constexpr pg::Statement kPruneCutoff{"pgjobq_prune_cutoff", R"sql(
-SELECT (extract(epoch FROM clock_timestamp() -
-                          $1::bigint * interval '1 microsecond') *
-        1000000)::bigint
+SELECT greatest(
+  (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - $1::bigint,
+  (extract(epoch FROM timestamptz '4714-11-24 00:00:00+00 BC') *
+   1000000)::bigint)
 )sql"};
 
 // $1 id to start after, $2 cut-off (kPruneCutoff), $3 batch size. Deletes the

@@ -242,5 +242,26 @@ TEST_F(JobsTest, PruneKeepsItsAgeWhateverTheSessionsDateStyleAndTimeZone) {
   EXPECT_FALSE(query_job(conn.get(), fresh));
 }
 
+TEST_F(JobsTest, PruneOlderThanAnyTimeDeletesNothingRatherThanFail) {
+  PgConnPtr conn = connect();
+  std::string q = queue("prune");
+  JobId done = enqueue(conn.get(), q, json("cancelled a moment ago"));
+  cancel(conn.get(), done);
+  // Ages past PostgreSQL's timestamps (4714 BC) or its intervals: no job
+  // finished that long ago. (Before: "prune: interval out of range" and
+  // "prune: timestamp out of range", DatabaseError.)
+  using std::chrono::duration_cast;
+  using std::chrono::microseconds;
+  for (microseconds age :
+       {duration_cast<microseconds>(std::chrono::years(10000)),
+        duration_cast<microseconds>(std::chrono::years(100000)),
+        microseconds::max()}) {
+    EXPECT_EQ(prune(conn.get(), age), 0) << age.count() << " us";
+  }
+  EXPECT_TRUE(query_job(conn.get(), done));
+  EXPECT_EQ(queue_status(conn.get(), q)[0].cancelled, 1);
+  EXPECT_EQ(prune(conn.get(), microseconds(0)), 1);
+}
+
 }  // namespace
 }  // namespace pgjobq
