@@ -46,7 +46,8 @@ nlohmann::json wait_for_result(PGconn* db, RedisLink& redis, JobId id,
 // pending again. Runs in the caller's transaction if one is open; outside
 // one, a serialization failure is retried (as for try_enqueue). Throws
 // NoSuchJob, WrongState (running or completed), DatabaseError,
-// ConnectionError. Wake the worker with notify() after commit.
+// ConnectionError. Wake the worker with notify() after commit. Thread-safe
+// for distinct connections.
 void reschedule(PGconn* db, JobId id);
 
 // Cancels pending job `id`: it will never run. Runs in the caller's
