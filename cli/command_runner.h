@@ -58,6 +58,8 @@ struct CommandOutcome {
 //
 // The process must ignore SIGPIPE (`pgjobq work` does): a command that
 // exits without reading all its input makes our write fail with EPIPE.
+// And it must not ignore SIGCHLD (`pgjobq work` resets it): the kernel
+// would then reap the commands before run() could see them exit.
 //
 // Thread-safe: the Worker calls handle() from one thread per queue.
 class CommandRunner {

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -178,6 +179,52 @@ std::optional<rlimit> raise_open_file_limit(std::size_t queues) {
   return original;
 }
 
+// As PID 1 (the entrypoint of a container without an init), the worker is
+// the parent of every orphan in its PID namespace, and the processes a
+// command leaves behind (killed as it exits) are orphans: unreaped, each
+// stayed a zombie, until the container's pids ran out. So PID 1 stays a
+// small init: it forks the worker, passes on to it the signals that stop
+// it, reaps every process that ends, and exits as the worker did. Returns
+// that exit code in PID 1, and nullopt in the worker (or when not PID 1).
+// Call before any thread exists.
+std::optional<int> serve_as_init() {
+  if (getpid() != 1) return std::nullopt;
+  sigset_t stops;
+  sigemptyset(&stops);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stops, sig);
+  sigset_t taken = stops;
+  sigaddset(&taken, SIGCHLD);
+  sigset_t old;
+  pthread_sigmask(SIG_BLOCK, &taken, &old);
+  // Default, so that ended children wait for us (see work_command).
+  signal(SIGCHLD, SIG_DFL);
+  pid_t worker = fork();
+  if (worker <= 0) {
+    // The worker; or no fork to be had, and PID 1 serves after all. In a
+    // process group of its own, a signal to PID 1's group (a terminal's
+    // Ctrl-C) reaches it once, passed on, not twice, which would be the
+    // second signal that stops it at once.
+    if (worker == 0) setpgid(0, 0);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return std::nullopt;
+  }
+  setpgid(worker, worker);
+  while (true) {
+    int sig = 0;
+    if (sigwait(&taken, &sig) != 0) continue;
+    if (sigismember(&stops, sig)) {
+      kill(worker, sig);
+      continue;
+    }
+    // One SIGCHLD may stand for several ended children: reap them all.
+    int status = 0;
+    for (pid_t ended; (ended = waitpid(-1, &status, WNOHANG)) > 0;) {
+      if (ended != worker) continue;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+  }
+}
+
 }  // namespace
 
 int work_command(const Connections& c, const WorkArgs& a,
@@ -223,9 +270,14 @@ int work_command(const Connections& c, const WorkArgs& a,
                       "\" not found or not executable");
   }
 
+  if (std::optional<int> code = serve_as_init()) return *code;
   // (main() gave closed standard descriptors /dev/null.) Writing a job to a
   // command that exits without reading it must not kill the worker.
   signal(SIGPIPE, SIG_IGN);
+  // An ignored SIGCHLD survives exec (a parent that ignores it passes it
+  // on), and with it the kernel reaps our children itself: the runner
+  // never saw its command exit, and spun with the job running forever.
+  signal(SIGCHLD, SIG_DFL);
   SignalThread::block();
   CommandRunner runner(command, kDefaultMaxPayloadBytes,
                        std::chrono::milliseconds(2000), connection_secrets(c));

@@ -22,7 +22,9 @@ struct WorkArgs {
 // Serves the queues, running `command` once per job (CommandRunner), until
 // SIGTERM or SIGINT (returns 0 once the running jobs finish; a second
 // signal exits at once) or, under the crash policy, a handler error
-// (HandlerFailed propagates: exit 1).
+// (HandlerFailed propagates: exit 1). As PID 1 it forks, and PID 1 only
+// passes on stop signals and reaps orphans, then returns the worker's exit
+// code.
 int work_command(const Connections& c, const WorkArgs& a,
                  const std::vector<std::string>& command);
 

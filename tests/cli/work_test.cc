@@ -332,6 +332,77 @@ TEST_F(CliWorkTest, AWorkerStartedUnderNohupIgnoresSighup) {
   EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
 }
 
+// Started with SIGCHLD ignored (a parent that ignores it passes that on
+// through exec), the worker still sees each command exit. (Before: the
+// kernel reaped the commands at once, the worker never saw one end, and
+// it spun at 100% CPU with the job running forever, deaf to SIGTERM.)
+TEST_F(CliWorkTest, AWorkerStartedWithSigchldIgnoredStillSeesItsCommandsEnd) {
+  std::string q = queue();
+  JobId first = add_job(q, "5");
+  JobId second = add_job(q, "6");
+  signal(SIGCHLD, SIG_IGN);  // inherited by the worker
+  auto worker = work({q}, "cat");
+  signal(SIGCHLD, SIG_DFL);
+  ASSERT_TRUE(wait_until([&] { return finished(second); })) << worker->err();
+  EXPECT_EQ(state_of(first), "completed");
+  EXPECT_EQ(job_field(first, "result"), "5");
+  EXPECT_EQ(job_field(second, "result"), "6");
+  worker->signal(SIGTERM);
+  EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
+}
+
+// As PID 1 (a container's entrypoint, no init), the worker is the parent
+// of every orphan: a process a command leaves behind (killed as the
+// command exits) must not stay a zombie. (Before: one zombie per such job,
+// forever, until the container's pids ran out and commands could no
+// longer start.) SIGTERM still lets the job finish, then exits 0.
+TEST_F(CliWorkTest, AsPid1TheWorkerLeavesNoZombies) {
+  if (access("/usr/bin/unshare", X_OK) != 0 ||
+      run_process({"/usr/bin/unshare", "--pid", "--fork", "true"}).exit_code !=
+          0) {
+    GTEST_SKIP() << "needs unshare(1) and the right to a PID namespace";
+  }
+  std::string q = queue();
+  std::vector<JobId> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(add_job(q, std::to_string(i)));
+  std::vector<std::string> argv{"/usr/bin/unshare",
+                                "--pid",
+                                "--fork",
+                                "--kill-child",
+                                PGJOBQ_CLI,
+                                "work",
+                                q,
+                                "--",
+                                "sh",
+                                "-c",
+                                "(sleep 60 >/dev/null 2>&1 &); cat"};
+  Subprocess unshare(argv, env());
+  ASSERT_TRUE(wait_until([&] { return finished(ids.back()); }))
+      << unshare.err();
+  for (JobId id : ids) EXPECT_EQ(state_of(id), "completed");
+  std::vector<pid_t> pid1 = children_of(unshare.pid());
+  ASSERT_EQ(pid1.size(), 1u);
+  auto zombies = [&] {
+    std::vector<pid_t> found;
+    for (pid_t p : pid1) {
+      for (pid_t child : children_of(p)) {
+        std::ifstream stat("/proc/" + std::to_string(child) + "/stat");
+        std::string text((std::istreambuf_iterator<char>(stat)), {});
+        std::size_t paren = text.rfind(')');
+        if (paren != std::string::npos && paren + 2 < text.size() &&
+            text[paren + 2] == 'Z') {
+          found.push_back(child);
+        }
+      }
+    }
+    return found;
+  };
+  EXPECT_TRUE(wait_until([&] { return zombies().empty(); }))
+      << zombies().size() << " zombie(s)";
+  kill(pid1.front(), SIGTERM);
+  EXPECT_EQ(unshare.wait(milliseconds(30000)), 0) << unshare.err();
+}
+
 TEST_F(CliWorkTest, ASecondSignalKillsTheCommandAndExitsAtOnce) {
   std::string q = queue();
   JobId id = add_job(q, "{}");
