@@ -926,20 +926,28 @@ std::shared_future<void> cancel_sql(std::shared_ptr<PGcancel> cancel) {
 // (an idle worker need not wake up a hundred times a second), until the
 // runners are done: stop() lets running jobs finish, and they are watched
 // to the end (WorkerTest.AGracefulStopStillEnforcesTheJobTimeout, and
-// FaultTest's ...DuringAGracefulStop).
+// FaultTest's ...DuringAGracefulStop). Idle sessions are looked at every
+// 100 ms either way: at every 10 ms, a worker of 300 queues running one
+// job polled 30,000 sockets a second, 6% of a core (3 ms a second at 100).
 void watchdog(Worker::State& w) {
+  constexpr milliseconds kIdleLook{100};
   bool any_active = false;
+  auto next_idle_look = SteadyClock::now();
   while (!w.runners_done.is_set()) {
-    w.runners_done.sleep_for(milliseconds(any_active ? 10 : 100));
+    w.runners_done.sleep_for(any_active ? milliseconds(10) : kIdleLook);
     any_active = false;
     auto now = SteadyClock::now();
+    bool look_at_idle = now >= next_idle_look;
+    if (look_at_idle) next_idle_look = now + kIdleLook;
     for (std::size_t i = 0; i < w.running.size(); ++i) {
       Running* r = w.running[i].get();
       std::lock_guard lock(r->mutex);
       if (!r->active) {
         // The socket is the session's while the lock is held: the runner
         // closes it only after clearing it here.
-        if (r->socket >= 0 && server_left(r->socket)) w.wakeups->wake(i);
+        if (look_at_idle && r->socket >= 0 && server_left(r->socket)) {
+          w.wakeups->wake(i);
+        }
         continue;
       }
       any_active = true;
