@@ -166,6 +166,7 @@ void add_work_command(CLI::App& app, const ConnectionsPtr& c,
       app.add_subcommand("work", "Serve queues: run a command once per job");
   sub->footer(
       "Usage: pgjobq work [OPTIONS] QUEUE... -- CMD [ARG...]\n"
+      "       (a queue whose name begins with '-': --queue=-NAME)\n"
       "\n"
       "Runs each queue's jobs one at a time in FIFO order, the queues side\n"
       "by side. CMD gets the job's data JSON on stdin and PGJOBQ_JOB_ID,\n"
@@ -185,7 +186,17 @@ void add_work_command(CLI::App& app, const ConnectionsPtr& c,
       "  pgjobq work mail -- ./send-mail.sh\n"
       "  pgjobq work thumbs:0 thumbs:1 --job-timeout 5m --on-error retry \\\n"
       "      -- python3 make_thumbnail.py --size 128");
-  sub->add_option("QUEUE", a->queues, "The queues to serve")->required();
+  sub->add_option("QUEUE", a->queues, "The queues to serve");
+  // A queue name may begin with '-', which CLI11 would take for an option
+  // among the QUEUE arguments; as this option's value after '=' it is not.
+  auto named = std::make_shared<std::vector<std::string>>();
+  sub->add_option("--queue", *named,
+                  "A queue to serve, as --queue=NAME, also one whose name "
+                  "begins with '-' (repeatable; adds to QUEUE...)");
+  sub->parse_complete_callback([a, named] {
+    a->queues.insert(a->queues.end(), named->begin(), named->end());
+    if (a->queues.empty()) throw CLI::RequiredError("QUEUE");
+  });
   sub->add_option("--poll-interval", a->poll_interval,
                   "Look for jobs this often when no wake-up comes over Redis "
                   "(seconds, or a duration such as 30s, 5m)")

@@ -403,6 +403,33 @@ TEST_F(CliWorkTest, AsPid1TheWorkerLeavesNoZombies) {
   EXPECT_EQ(unshare.wait(milliseconds(30000)), 0) << unshare.err();
 }
 
+// A queue name may begin with '-' (DESIGN.md: letters, digits and
+// `_ - . : /`). Among the QUEUE arguments it reads as an option, so
+// --queue=NAME (or --queue NAME) names it; it adds to the QUEUE arguments.
+// No queue at all is still a usage error. (Before: no `pgjobq work` command
+// line could serve such a queue.)
+TEST_F(CliWorkTest,
+       AQueueWhoseNameBeginsWithADashIsServedThroughTheQueueOption) {
+  std::string dashed = "-" + queue();
+  std::string plain = queue();
+  JobId a = add_job(dashed, "1");
+  JobId b = add_job(plain, "2");
+  JobId c = add_job("--" + plain, "3");
+  auto worker =
+      work({plain}, "cat", {"--queue=" + dashed, "--queue", "--" + plain});
+  ASSERT_TRUE(wait_until([&] {
+    return finished(a) && finished(b) && finished(c);
+  })) << worker->err();
+  EXPECT_EQ(job_field(a, "result"), "1");
+  EXPECT_EQ(job_field(b, "result"), "2");
+  EXPECT_EQ(job_field(c, "result"), "3");
+  worker->signal(SIGTERM);
+  EXPECT_EQ(worker->wait(milliseconds(30000)), 0) << worker->err();
+  ProcessResult none = pgjobq({"work", "--", "true"});
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_TRUE(contains(none.err, "QUEUE is required")) << none.err;
+}
+
 TEST_F(CliWorkTest, ASecondSignalKillsTheCommandAndExitsAtOnce) {
   std::string q = queue();
   JobId id = add_job(q, "{}");
