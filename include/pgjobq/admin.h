@@ -25,7 +25,8 @@ namespace pgjobq {
 // and claims wait behind it, then rolls back, lets them through for three
 // times as long, and tries again, for up to `lock_wait` in all (src/sql/
 // migrate.cc says how long each wait is); then it throws DatabaseError
-// (55P03), changing nothing, naming the sessions that hold the locks.
+// (55P03, or 40P01 when the last try ended in a deadlock), changing
+// nothing, naming the sessions that hold the locks.
 // Returns how many migrations were applied (0 when up to date; finding
 // that needs only read access to pgjobq.schema_migrations, no right to
 // create). Throws Error, changing nothing, for a schema a newer pgjobq
