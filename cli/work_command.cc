@@ -186,7 +186,7 @@ std::optional<rlimit> raise_open_file_limit(std::size_t queues) {
 // small init: it forks the worker, passes on to it the signals that stop
 // it, reaps every process that ends, and exits as the worker did. Returns
 // that exit code in PID 1, and nullopt in the worker (or when not PID 1).
-// Call before any thread exists.
+// Call before any thread exists, with SIGCHLD not ignored.
 std::optional<int> serve_as_init() {
   if (getpid() != 1) return std::nullopt;
   sigset_t stops;
@@ -196,8 +196,6 @@ std::optional<int> serve_as_init() {
   sigaddset(&taken, SIGCHLD);
   sigset_t old;
   pthread_sigmask(SIG_BLOCK, &taken, &old);
-  // Default, so that ended children wait for us (see work_command).
-  signal(SIGCHLD, SIG_DFL);
   pid_t worker = fork();
   if (worker <= 0) {
     // The worker; or no fork to be had, and PID 1 serves after all. In a
@@ -270,14 +268,15 @@ int work_command(const Connections& c, const WorkArgs& a,
                       "\" not found or not executable");
   }
 
+  // An ignored SIGCHLD survives exec (a parent that ignores it passes it
+  // on), and with it the kernel reaps our children itself: the runner
+  // never saw its command exit (nor PID 1 its worker), and spun with the
+  // job running forever.
+  signal(SIGCHLD, SIG_DFL);
   if (std::optional<int> code = serve_as_init()) return *code;
   // (main() gave closed standard descriptors /dev/null.) Writing a job to a
   // command that exits without reading it must not kill the worker.
   signal(SIGPIPE, SIG_IGN);
-  // An ignored SIGCHLD survives exec (a parent that ignores it passes it
-  // on), and with it the kernel reaps our children itself: the runner
-  // never saw its command exit, and spun with the job running forever.
-  signal(SIGCHLD, SIG_DFL);
   SignalThread::block();
   CommandRunner runner(command, kDefaultMaxPayloadBytes,
                        std::chrono::milliseconds(2000), connection_secrets(c));

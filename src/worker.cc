@@ -927,17 +927,18 @@ std::shared_future<void> cancel_sql(std::shared_ptr<PGcancel> cancel) {
 // runners are done: stop() lets running jobs finish, and they are watched
 // to the end (WorkerTest.AGracefulStopStillEnforcesTheJobTimeout, and
 // FaultTest's ...DuringAGracefulStop). Idle sessions are looked at every
-// 100 ms either way: at every 10 ms, a worker of 300 queues running one
-// job polled 30,000 sockets a second, 6% of a core (3 ms a second at 100).
+// 100 ms either way: looked at every 10 ms, 300 idle queues beside one
+// running job cost `pgjobq work` 31 CPU ticks in 5 s, against 9-12.
 void watchdog(Worker::State& w) {
   constexpr milliseconds kIdleLook{100};
   bool any_active = false;
   auto next_idle_look = SteadyClock::now();
   while (!w.runners_done.is_set()) {
-    w.runners_done.sleep_for(any_active ? milliseconds(10) : kIdleLook);
+    bool was_active = any_active;
+    w.runners_done.sleep_for(was_active ? milliseconds(10) : kIdleLook);
     any_active = false;
     auto now = SteadyClock::now();
-    bool look_at_idle = now >= next_idle_look;
+    bool look_at_idle = !was_active || now >= next_idle_look;
     if (look_at_idle) next_idle_look = now + kIdleLook;
     for (std::size_t i = 0; i < w.running.size(); ++i) {
       Running* r = w.running[i].get();
