@@ -200,6 +200,13 @@ int cancel_command(const Connections& c, const std::string& id_text) {
                                " not woken (they poll and will see the "
                                "cancellation): " +
                                e.what());
+    return kExitOk;  // the queue's wake-up would fail the same way
+  }
+  // A worker holding off re-running the job (the retry policy's wait)
+  // moves on at once rather than at the end of the wait.
+  if (std::optional<Job> job = query_job(db.get(), id)) {
+    std::string why;
+    if (!notify(redis, job->queue, &why)) log(LogLevel::warning, why);
   }
   return kExitOk;
 }

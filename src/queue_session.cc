@@ -27,7 +27,8 @@ const pg::Statement* const kWorkerStatements[] = {
     &sql::kInJobTransaction, &sql::kHoldsQueueLock, &sql::kCommit,
     &sql::kRollback,         &sql::kResumePoint,    &sql::kFindQueue,
     &sql::kCreateQueue,      &sql::kShortLockWait,  &sql::kLockQueue,
-    &sql::kSeekPlans,        &sql::kUnlimitedWaits, &sql::kRestoreWaitLimits};
+    &sql::kSeekPlans,        &sql::kUnlimitedWaits, &sql::kRestoreWaitLimits,
+    &sql::kJobStillWaiting};
 
 // What to do when a worker's statements run in sessions not its own.
 constexpr const char* kOwnSessionAdvice =
@@ -503,6 +504,11 @@ void QueueSession::begin() {
 bool QueueSession::holds_lock() {
   pg::Param params[] = {pg::param(std::int64_t{queue_id_})};
   return conn_.exec(sql::kHoldsQueueLock, params).boolean(0, 0);
+}
+
+bool QueueSession::still_waiting(JobId id, std::int64_t position) {
+  pg::Param params[] = {pg::param(id.value), pg::param(position)};
+  return conn_.exec(sql::kJobStillWaiting, params).boolean(0, 0);
 }
 
 bool QueueSession::in_begun_transaction() {

@@ -191,6 +191,8 @@ class QueueSession {
   // Whether this session still holds the queue's lock (a handler may have
   // released it). Reads pg_locks: for rare checks only.
   bool holds_lock();
+  // Whether job `id` is still pending at `position` (autocommit).
+  bool still_waiting(JobId id, std::int64_t position);
   // Whether the open transaction is the one begin() started (a handler
   // may have ended it and begun another).
   bool in_begun_transaction();

@@ -61,6 +61,11 @@ constexpr milliseconds kMaxReconnect{5000};
 constexpr std::size_t kPublishers = 4;
 // While Redis is unreachable, look for work at least this often.
 constexpr milliseconds kPollWithoutRedis{1000};
+// While holding off running a job again, look whether it still waits at
+// least this often, and at most this often when wake-ups keep coming (a
+// busy queue wakes its worker at every enqueue).
+constexpr milliseconds kRerunCheck{1000};
+constexpr milliseconds kRerunCheckGap{50};
 // The longest duration WorkerOptions takes.
 constexpr std::chrono::microseconds kLongestDuration =
     std::chrono::hours(24 * 365 * 10);
@@ -423,14 +428,54 @@ class Runner {
     if (next.spent || !rescheduled_.contains(next.id.value)) {
       return false;
     }
+    JobId id = next.id;
     std::int64_t position = next.position;
     give_back_unstarted(s);
     cursor_ = position - 1;  // it is pending again, at the head
     milliseconds delay = back_off(bounce_rounds_);
     ++bounce_rounds_;
     rescheduled_.clear();  // a new round
-    w_.stop.sleep_for(delay);
+    hold_off_rerun(s, id, position, delay);
     return true;
+  }
+
+  // Waits `delay` before job `id`, pending at `position` at the head of
+  // the queue, runs again, or less: stopping ends the wait, and so does an
+  // operator who cancels the job or sends it to the back meanwhile, so that
+  // the queue moves on at once rather than after the back-off (up to
+  // max_retry_delay). `pgjobq cancel` and `pgjobq reschedule` wake the
+  // queue; a cancel() that does not is seen within kRerunCheck.
+  void hold_off_rerun(QueueSession& s, JobId id, std::int64_t position,
+                      milliseconds delay) {
+    using std::chrono::ceil;
+    using std::chrono::microseconds;
+    const SteadyClock::time_point until = SteadyClock::now() + delay;
+    SteadyClock::time_point checked = SteadyClock::now();
+    w_.wakeups->clear(index_);
+    while (!w_.stop.is_set()) {
+      SteadyClock::time_point now = SteadyClock::now();
+      if (now >= until) return;
+      bool woken = w_.wakeups->wait(
+          index_,
+          ceil<microseconds>(std::min(until, checked + kRerunCheck) - now));
+      if (w_.stop.is_set()) return;
+      now = SteadyClock::now();
+      if (now >= until) return;
+      if (woken && now < checked + kRerunCheckGap) {
+        w_.stop.sleep_for(ceil<milliseconds>(
+            std::min(until, checked + kRerunCheckGap) - now));
+        continue;  // still woken: checks now, if there is time left
+      }
+      w_.wakeups->clear(index_);  // before the check: none is lost
+      checked = SteadyClock::now();
+      if (!s.still_waiting(id, position)) {
+        log(LogLevel::info,
+            queue_label(queue_) + ": job " + std::to_string(id.value) +
+                " was cancelled or rescheduled while the worker held off "
+                "running it again; moving on");
+        return;
+      }
+    }
   }
 
   // Hands back the jobs claimed but not started (their attempts taken
@@ -806,7 +851,7 @@ class Runner {
     log(LogLevel::info, queue_label(queue_) + ": retrying job " +
                             std::to_string(job.id.value) + " in " +
                             std::to_string(delay.count()) + " ms");
-    w_.stop.sleep_for(delay);
+    hold_off_rerun(s, job.id, job.position, delay);
   }
 
   Worker::State& w_;

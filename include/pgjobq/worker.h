@@ -71,7 +71,9 @@ class HandlerResult {
   // its queue, or with others that reschedule too) runs again only after
   // WorkerOptions::retry_delay, doubling each round in a row, to
   // max_retry_delay; pending meanwhile. A job completing or failing ends
-  // the rounds.
+  // the rounds; an operator cancelling the job or sending it to the back
+  // ends the wait (seen within a second, at once after `pgjobq cancel` or
+  // `pgjobq reschedule`, which wake the queue).
   static HandlerResult reschedule() { return HandlerResult(true, nullptr); }
 
   bool rescheduled() const noexcept { return reschedule_; }
@@ -95,7 +97,9 @@ enum class ErrorPolicy {
   // restarts it; the job runs again.
   crash,
   // Record the error, back off, and run the same job again (FIFO holds:
-  // nothing behind it runs meanwhile).
+  // nothing behind it runs meanwhile). The job stays pending at the head
+  // while the worker waits; an operator who cancels it or sends it to the
+  // back ends the wait, and the queue moves on.
   retry,
 };
 

@@ -527,6 +527,17 @@ UPDATE pgjobq.jobs SET error = $3
 WHERE id = $1 AND attempts = $2 AND state = 'running'
 )sql"};
 
+// $1 job id, $2 position. Whether the job still waits there, pending: asked
+// while the worker holds off running it again (the retry policy's wait,
+// a job that keeps rescheduling itself), so that an operator who cancels
+// it or sends it to the back meanwhile does not wait that out too.
+inline constexpr pg::Statement kJobStillWaiting{"pgjobq_job_still_waiting",
+                                                R"sql(
+SELECT EXISTS (
+  SELECT 1 FROM pgjobq.jobs
+  WHERE id = $1 AND position = $2 AND state = 'pending')
+)sql"};
+
 inline constexpr pg::Statement kBegin{"pgjobq_begin", "BEGIN"};
 
 // A transactional handler's transaction: kMarkJobTransaction, right after

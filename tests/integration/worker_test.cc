@@ -216,6 +216,39 @@ TEST_F(WorkerTest, AJobThatKeepsReschedulingItselfAloneBacksOff) {
   EXPECT_LE(runs.load(), after_cancel + 1);
 }
 
+// A job that keeps rescheduling itself, sent to the back by an operator
+// while the worker holds off running it again: the job now ahead of it
+// runs then, not when the wait (60 s here) is over.
+TEST_F(WorkerTest, ABouncingJobsWaitEndsWhenAnOperatorSendsItToTheBack) {
+  PgConnPtr conn = connect();
+  std::string q = queue("bounce-moved");
+  JobId bouncing = enqueue(conn.get(), q, json("again"));
+  Journal journal;
+  auto o = options({q});
+  o.retry_delay = std::chrono::seconds(60);
+  o.max_retry_delay = std::chrono::seconds(60);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::string name = job.data.get<std::string>();
+    journal.add(name);
+    if (name == "again") return HandlerResult::reschedule();
+    return HandlerResult::complete(name);
+  });
+  // Run, rescheduled, claimed again: the worker holds off.
+  ASSERT_TRUE(wait_until([&] { return journal.entries().size() == 1; }));
+  JobId next = enqueue(conn.get(), q, json("next"));
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(state_of(next), JobState::pending);
+  reschedule(conn.get(), bouncing);  // behind `next`
+  EXPECT_TRUE(wait_until([&] { return all_completed({next}); },
+                         std::chrono::seconds(20)));
+  // Then the bouncing job runs again (a job completed: no more holding
+  // off).
+  std::vector<std::string> runs = journal.entries();
+  ASSERT_GE(runs.size(), 2u);
+  EXPECT_EQ(runs[0], "again");
+  EXPECT_EQ(runs[1], "next");
+}
+
 // Two jobs that keep rescheduling take turns, and each round waits too:
 // they do not spin by alternating.
 TEST_F(WorkerTest, JobsThatRescheduleInTurnsBackOffToo) {
@@ -371,6 +404,37 @@ TEST_F(WorkerTest, RetryPolicyRunsTheSameJobAgainBeforeAnythingBehindIt) {
   auto job = query_job(conn.get(), flaky);
   EXPECT_EQ(job->attempts, 3);
   EXPECT_EQ(job->error, "boom 2") << "the last error is kept";
+}
+
+// An operator who cancels the job the retry policy is waiting to run again
+// unblocks the queue then, not at the end of the wait (60 s here).
+TEST_F(WorkerTest, ARetryWaitEndsWhenAnOperatorCancelsTheJob) {
+  PgConnPtr conn = connect();
+  std::string q = queue("retry-cancel");
+  JobId flaky = enqueue(conn.get(), q, json("flaky"));
+  JobId after = enqueue(conn.get(), q, json("after"));
+  Journal journal;
+  auto o = options({q});
+  o.on_error = ErrorPolicy::retry;
+  o.retry_delay = std::chrono::seconds(60);
+  o.max_retry_delay = std::chrono::seconds(60);
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    std::string name = job.data.get<std::string>();
+    journal.add(name + "@" + std::to_string(job.attempt));
+    if (name == "flaky") throw std::runtime_error("boom");
+    return HandlerResult::complete(name);
+  });
+  ASSERT_TRUE(wait_until([&] {
+    auto job = query_job(conn.get(), flaky);
+    return job->state == JobState::pending && job->error == "boom";
+  }));
+  // No wake-up: cancel() alone, as a program using the library might.
+  cancel(conn.get(), flaky);
+  EXPECT_TRUE(wait_until([&] { return all_completed({after}); },
+                         std::chrono::seconds(20)));
+  EXPECT_EQ(journal.entries(),
+            (std::vector<std::string>{"flaky@1", "after@1"}));
+  EXPECT_EQ(state_of(flaky), JobState::cancelled);
 }
 
 TEST_F(WorkerTest, CrashPolicyRecordsTheErrorAndStopsTheWorker) {
