@@ -57,8 +57,13 @@ void userinfo_password(std::string_view url, std::vector<Range>& out,
   if (colon == std::string_view::npos || colon > at) {
     // redis://secret@host: without a ':', Redis URLs (and our parser,
     // redis/url.cc) read the userinfo as a bare password.
-    if (at > authority &&
-        (url.starts_with("redis://") || url.starts_with("rediss://"))) {
+    std::string scheme(url.substr(0, scheme_end));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](char c) {
+      return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    });
+    // Schemes are case-insensitive: "Redis://secret@h" too (which the
+    // parser refuses, quoting it).
+    if (at > authority && (scheme == "redis" || scheme == "rediss")) {
       out.emplace_back(authority, at);
     }
     return;

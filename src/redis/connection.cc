@@ -4,7 +4,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/time.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -94,7 +96,7 @@ Connection Connection::open(const Address& address,
     throw ConnectionError("cannot set a timeout on the Redis connection to " +
                           address.redacted);
   }
-  Connection conn(std::move(context), address.redacted);
+  Connection conn(std::move(context), address.redacted, timeout);
   if (!address.password.empty()) {
     if (address.user.empty()) {
       std::string_view args[] = {"AUTH", address.password};
@@ -138,11 +140,35 @@ void Connection::append(std::span<const std::string_view> args) {
 
 ReplyPtr Connection::reply() {
   SigpipeGuard guard;
-  void* raw = nullptr;
-  if (redisGetReply(context_.get(), &raw) != REDIS_OK || raw == nullptr) {
-    fail("reading a reply");
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(context_.get(), &done) != REDIS_OK) {
+      fail("sending a command");
+    }
   }
-  ReplyPtr reply(static_cast<redisReply*>(raw));
+  // Not redisGetReply: its socket timeout bounds each read, not the reply,
+  // and it reads a reply of any size. A server trickling out a reply that
+  // never ends held a publish (an enqueue's wake-up, a worker's results)
+  // forever, and grew the process without bound.
+  auto deadline = std::chrono::steady_clock::now() + timeout_;
+  ReplyPtr reply;
+  while (!(reply = buffered_reply())) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      throw ConnectionError("Redis at " + where_ +
+                            ": reading a reply failed: timed out (the server "
+                            "did not answer)");
+    }
+    pollfd fd{context_->fd, POLLIN, 0};
+    int ready = poll(
+        &fd, 1, static_cast<int>(std::min<long long>(left.count(), 1 << 30)));
+    if (ready < 0 && errno != EINTR) {
+      throw ConnectionError("Redis at " + where_ +
+                            ": poll failed: " + std::strerror(errno));
+    }
+    if (ready > 0) read_available();
+  }
   if (reply->type == REDIS_REPLY_ERROR) {
     // The server's error text never holds our password (it says
     // "WRONGPASS invalid username-password pair", for one).
@@ -157,14 +183,67 @@ Subscriber Subscriber::open(const Address& address,
   return Subscriber(Connection::open(address, timeout));
 }
 
-ReplyPtr Subscriber::buffered_reply() {
+ReplyPtr Connection::buffered_reply() {
   void* raw = nullptr;
-  if (redisGetReplyFromReader(conn_.get(), &raw) != REDIS_OK) {
-    throw ConnectionError("Redis at " + conn_.where() +
-                          ": unreadable reply: " + conn_.get()->errstr);
+  if (redisGetReplyFromReader(context_.get(), &raw) != REDIS_OK) {
+    throw ConnectionError("Redis at " + where_ +
+                          ": unreadable reply: " + context_->errstr);
   }
-  if (raw) last_reply_ = std::chrono::steady_clock::now();
-  return ReplyPtr(static_cast<redisReply*>(raw));
+  if (raw) {
+    unfinished_bytes_ = 0;
+    return ReplyPtr(static_cast<redisReply*>(raw));
+  }
+  // An array under way: hiredis allocates a reply object per element, a
+  // dozen times the bytes of a small one (":1\r\n"), so the bytes alone
+  // do not bound it. Nothing pgjobq reads has more than a few elements.
+  // rstack and ridx: the reader's stack of replies under way, in Debian
+  // 12's hiredis 0.14 (1.x keeps `task` and `tasks` instead, and has
+  // `maxelements` for this).
+  const redisReader* reader = context_->reader;
+  for (int i = 0; i <= reader->ridx; ++i) {
+    if (reader->rstack[i].type == REDIS_REPLY_ARRAY &&
+        reader->rstack[i].elements > kMaxReplyElements) {
+      throw ConnectionError("Redis at " + where_ + ": an array of " +
+                            std::to_string(reader->rstack[i].elements) +
+                            " elements, more than pgjobq ever expects; "
+                            "dropping the connection");
+    }
+  }
+  return nullptr;
+}
+
+void Connection::read_available() {
+  char buffer[16 * 1024];
+  ssize_t n = read(context_->fd, buffer, sizeof buffer);
+  if (n < 0) {
+    if (errno == EINTR || errno == EAGAIN) return;
+    throw ConnectionError("Redis at " + where_ +
+                          ": connection lost: " + std::strerror(errno));
+  }
+  if (n == 0) {
+    throw ConnectionError("Redis at " + where_ +
+                          ": connection lost: Server closed the connection");
+  }
+  // Counted from the last whole reply, so a chunk that also holds the start
+  // of the next one may count a little of it early.
+  unfinished_bytes_ += static_cast<std::size_t>(n);
+  if (unfinished_bytes_ > kMaxReplyBytes) {
+    throw ConnectionError("Redis at " + where_ + ": a reply of more than " +
+                          std::to_string(kMaxReplyBytes >> 20) +
+                          " MiB, more than pgjobq ever expects; dropping "
+                          "the connection");
+  }
+  if (redisReaderFeed(context_->reader, buffer, static_cast<std::size_t>(n)) !=
+      REDIS_OK) {
+    throw ConnectionError("Redis at " + where_ +
+                          ": unreadable reply: " + context_->reader->errstr);
+  }
+}
+
+ReplyPtr Subscriber::buffered_reply() {
+  ReplyPtr reply = conn_.buffered_reply();
+  if (reply) last_reply_ = std::chrono::steady_clock::now();
+  return reply;
 }
 
 void Subscriber::ping() { send("PING", {}); }
@@ -188,10 +267,7 @@ ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
     }
     if (ready == 0) return nullptr;
     if (wake_fd >= 0 && fds[1].revents != 0) return nullptr;
-    if (redisBufferRead(conn_.get()) != REDIS_OK) {
-      throw ConnectionError("Redis at " + conn_.where() +
-                            ": connection lost: " + conn_.get()->errstr);
-    }
+    conn_.read_available();
   }
 }
 

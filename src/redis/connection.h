@@ -57,21 +57,40 @@ class Connection {
   ReplyPtr command(std::span<const std::string_view> args);
 
   // Queues a command without waiting (pipelining); replies come from
-  // reply(), in order.
+  // reply(), in order. reply() waits at most the connection's timeout for
+  // the whole reply, and throws ConnectionError as command() does.
   void append(std::span<const std::string_view> args);
   ReplyPtr reply();
+
+  // A reply already read from the socket, if any, else nullptr. Throws
+  // ConnectionError for a malformed one.
+  ReplyPtr buffered_reply();
+  // Reads what the socket holds (call when poll() says it is readable).
+  // Throws ConnectionError when the server has closed the connection, or
+  // when the reply being read grows past kMaxReplyBytes: nothing pgjobq
+  // asks for is that large, and a server sending a reply that never ends
+  // would otherwise fill the memory.
+  void read_available();
+  static constexpr std::size_t kMaxReplyBytes = std::size_t{64} << 20;
+  // buffered_reply() throws ConnectionError for an array longer than this.
+  static constexpr int kMaxReplyElements = 1024;
 
   int fd() const noexcept { return context_->fd; }
   redisContext* get() const noexcept { return context_.get(); }
   const std::string& where() const noexcept { return where_; }
 
  private:
-  Connection(ContextPtr context, std::string where) noexcept
-      : context_(std::move(context)), where_(std::move(where)) {}
+  Connection(ContextPtr context, std::string where,
+             std::chrono::milliseconds timeout) noexcept
+      : context_(std::move(context)),
+        where_(std::move(where)),
+        timeout_(timeout) {}
   [[noreturn]] void fail(std::string_view doing) const;
 
   ContextPtr context_;
   std::string where_;  // redacted URL
+  std::chrono::milliseconds timeout_;
+  std::size_t unfinished_bytes_ = 0;  // read of the reply not complete yet
 };
 
 // One message from a subscription.

@@ -1,11 +1,13 @@
 #include "pgjobq/connection.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "pgjobq/enqueue.h"
 #include "pgjobq/errors.h"
+#include "redis/connection.h"
 #include "support/services.h"
 
 namespace pgjobq {
@@ -135,6 +137,53 @@ TEST(ConnectionTest, UnreachableRedisIsAConnectionErrorWithoutThePassword) {
         << e.what();
     EXPECT_NE(std::string(e.what()).find("127.0.0.1:1"), std::string::npos)
         << e.what();
+  }
+}
+
+// A reply is read whole into memory. One larger than anything pgjobq asks
+// for (a Redis sending junk, a forged message of hundreds of MiB) drops the
+// connection instead: a Redis that sent one endless bulk string grew a
+// `pgjobq wait` to 2.2 GB in 6 s, and an endless array of ":1" grew it
+// as fast (a reply object per element). Shown here with a real server's
+// replies that are merely too large.
+TEST(ConnectionTest, ARedisReplyLargerThanPgjobqExpectsDropsTheConnection) {
+  using std::chrono::milliseconds;
+  test::RedisServer server;
+  redis::Address address = redis::parse_url(server.url());
+  auto expect_dropped = [&](std::vector<std::string_view> args,
+                            std::string_view why) {
+    redis::Connection conn =
+        redis::Connection::open(address, milliseconds(10000));
+    try {
+      conn.command(args);
+      FAIL() << args[0] << ": expected ConnectionError";
+    } catch (const ConnectionError& e) {
+      EXPECT_TRUE(test::contains(e.what(), why)) << e.what();
+    }
+  };
+  redis::Connection admin =
+      redis::Connection::open(address, milliseconds(10000));
+  std::string big((std::size_t{65} << 20), 'x');
+  admin.command(std::vector<std::string_view>{"SET", "big", big});
+  expect_dropped({"GET", "big"}, "more than 64 MiB");
+  std::vector<std::string_view> push{"RPUSH", "long"};
+  for (int i = 0; i < 100000; ++i) push.push_back("1");
+  admin.command(push);
+  expect_dropped({"LRANGE", "long", "0", "-1"}, "an array of 100000 elements");
+  // A waiter's subscription, and a forged message too large for it (the
+  // server's own limit on a subscriber's output lifted).
+  admin.command(std::vector<std::string_view>{
+      "CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0"});
+  auto subscriber = redis::Subscriber::open(address, milliseconds(10000));
+  std::string channels[] = {"pgjobq/job-1"};
+  ASSERT_TRUE(subscriber.subscribe(channels));
+  admin.command(std::vector<std::string_view>{"PUBLISH", channels[0], big});
+  try {
+    auto message = subscriber.next(milliseconds(10000));
+    FAIL() << "expected ConnectionError, got "
+           << (message ? message->payload.size() : 0) << " bytes";
+  } catch (const ConnectionError& e) {
+    EXPECT_TRUE(test::contains(e.what(), "more than 64 MiB")) << e.what();
   }
 }
 

@@ -233,8 +233,14 @@ TEST_F(WorkerTest, ABouncingJobsWaitEndsWhenAnOperatorSendsItToTheBack) {
     if (name == "again") return HandlerResult::reschedule();
     return HandlerResult::complete(name);
   });
-  // Run, rescheduled, claimed again: the worker holds off.
-  ASSERT_TRUE(wait_until([&] { return journal.entries().size() == 1; }));
+  // Run, and its reschedule committed (attempts reset: pending, 0; the
+  // journal's entry comes before that commit, and a job enqueued before it
+  // would be ahead): the worker holds off.
+  ASSERT_TRUE(wait_until([&] {
+    auto job = query_job(conn.get(), bouncing);
+    return journal.entries().size() == 1 && job->state == JobState::pending &&
+           job->attempts == 0;
+  }));
   JobId next = enqueue(conn.get(), q, json("next"));
   std::this_thread::sleep_for(milliseconds(200));
   EXPECT_EQ(state_of(next), JobState::pending);

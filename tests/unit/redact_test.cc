@@ -27,6 +27,11 @@ TEST(RedactTest, MasksTheBarePasswordOfARedisUri) {
   EXPECT_EQ(redact("redis://topsecret@127.0.0.1:6379/0"),
             "redis://***@127.0.0.1:6379/0");
   EXPECT_EQ(redact("rediss://topsecret@cache"), "rediss://***@cache");
+  // Schemes are case-insensitive (found by the adversarial review of
+  // 2026-12-03: "Redis://secret@h", refused by the parser, was quoted
+  // with the password).
+  EXPECT_EQ(redact("Redis://topsecret@cache"), "Redis://***@cache");
+  EXPECT_EQ(redact("REDISS://topsecret@cache"), "REDISS://***@cache");
   // A PostgreSQL user name is no secret.
   EXPECT_EQ(redact("postgresql://app@db/jobs"), "postgresql://app@db/jobs");
 }
