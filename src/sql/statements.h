@@ -369,7 +369,7 @@ inline constexpr pg::Statement kClaimJobs{"pgjobq_claim_jobs", R"sql(
 WITH bound AS (
   SELECT q.last_position FROM pgjobq.queues q WHERE q.id = $1
 ), head AS (
-  SELECT id, position, attempts
+  SELECT id, position, attempts, state, started_at
   FROM pgjobq.jobs
   WHERE queue_id = $1 AND state IN ('pending', 'running')
     AND position > $2 AND position <= (SELECT last_position FROM bound)
@@ -377,11 +377,22 @@ WITH bound AS (
   ORDER BY position
   LIMIT $3
 ), spent AS (
-  SELECT min(position) AS position FROM head WHERE attempts >= $4
+  -- A job a dead worker left running with no started_at was claimed
+  -- ahead of the job that ran first: its last attempt may never have
+  -- started, so it does not count here. (It counted, and with
+  -- max_attempts 1 the jobs claimed behind a job that killed the worker
+  -- were failed without ever running.)
+  SELECT min(position) AS position FROM head
+  WHERE attempts - (state = 'running' AND started_at IS NULL)::int >= $4
+), first AS (
+  SELECT min(position) AS position FROM head
 ), claimed AS (
   UPDATE pgjobq.jobs j
   SET state = 'running', attempts = j.attempts + 1,
-      started_at = clock_timestamp(),
+      -- Only the first job starts now; the ones claimed ahead of their
+      -- start get it from their outcome (kFinishJobs, kReleaseJobs).
+      started_at = CASE WHEN j.position = (SELECT position FROM first)
+                        THEN clock_timestamp() END,
       -- A first attempt (a new job, or one an operator rescheduled, which
       -- starts its life again at 0) carries no error of an earlier life.
       error = CASE WHEN j.attempts = 0 THEN NULL ELSE j.error END

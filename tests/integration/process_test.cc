@@ -233,5 +233,47 @@ TEST_F(ProcessTest, CrashPolicyExitsNonZeroAndARestartRunsTheJobAgain) {
   EXPECT_EQ(j->attempts, 1);
 }
 
+// With --max-attempts 1 a job that kills its process is failed; the jobs
+// claimed behind it in the same batch never started, and must still run:
+// they were tried 0 times. (They were failed, "gave up after 1 attempt",
+// 13 to 30 of them a run. A job before it that ran, its completion not yet
+// committed, was tried once: failing it is what max_attempts 1 means.)
+TEST_F(ProcessTest, JobsClaimedBehindAPoisonJobRunEvenWithOneAttempt) {
+  PgConnPtr conn = connect();
+  std::string q = queue("poison1");
+  std::vector<json> jobs;
+  for (int i = 0; i < 40; ++i) jobs.push_back(json::object());
+  jobs.push_back(json{{"die", true}});
+  for (int i = 0; i < 40; ++i) jobs.push_back(json::object());
+  auto ids = enqueue_many(conn.get(), q, jobs);
+  ASSERT_TRUE(ids);
+  auto finished = [&] {
+    auto s = queue_status(conn.get(), q);
+    return s[0].completed + s[0].failed == 81;
+  };
+  std::unique_ptr<Process> worker;
+  int restarts = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!finished() && std::chrono::steady_clock::now() < deadline) {
+    if (!worker || !worker->running()) {
+      worker = start_worker("w" + std::to_string(restarts++),
+                            {"--max-attempts", "1", q});
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(finished());
+  EXPECT_EQ(job((*ids)[40])->state, JobState::failed);
+  // Claimed ahead, its one attempt was uncertain: at most one more run.
+  EXPECT_LE(journal((*ids)[40], "start"), 2);
+  for (std::size_t i = 0; i < ids->size(); ++i) {
+    if (i == 40) continue;
+    auto j = job((*ids)[i]);
+    if (j->state == JobState::completed) continue;
+    EXPECT_GE(journal((*ids)[i], "start"), 1)
+        << "job " << i << " is " << to_string(j->state)
+        << " without ever having started: " << j->error.value_or("");
+  }
+}
+
 }  // namespace
 }  // namespace pgjobq
