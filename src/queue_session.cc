@@ -261,9 +261,25 @@ bool QueueSession::await_lock(std::chrono::milliseconds timeout, int wake_fd) {
     if (PQconsumeInput(c) != 1) pg::check(c, nullptr);
   }
   lock_requested_ = false;
-  pg::check(c, PQgetResult(c));
+  pg::ResultPtr result(PQgetResult(c));
   // The NULL that ends the statement's results.
   pg::ResultPtr end(PQgetResult(c));
+  // The wait is one statement that lasts as long as the active worker
+  // does, and an operator (or a script that cancels long queries) may
+  // cancel it: the standby asks again and stands by. It used to stop the
+  // worker (WorkerTest.AStandbyOutwaitsACancelOfItsLockWait).
+  if (result && PQresultStatus(result.get()) == PGRES_FATAL_ERROR &&
+      PQstatus(c) == CONNECTION_OK) {
+    const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+    if (state && std::string_view(state) == "57014") {
+      log(LogLevel::warning,
+          queue_label(queue_) +
+              ": the wait for the queue's lock was cancelled; waiting again");
+      request_lock();
+      return false;
+    }
+  }
+  pg::check(c, result.release());
   conn_.exec(sql::kRestoreWaitLimits);
   return true;
 }

@@ -201,10 +201,18 @@ SELECT job.state, EXISTS (SELECT 1 FROM cancelled) FROM job
 // head by (queue_id, position), every other job by its id). Ruling out the
 // other scans and always using the generic plan makes every plan a seek,
 // made once per session, whatever the statistics say.
+// And no statement_timeout or lock_timeout of the role's or the database's
+// (kRestoreWaitLimits gave them back for the handlers): a claim or a commit
+// waiting for an operator's transaction (a cancel of a head job holds its
+// row and the queue's progress row) failed with 55P03 or 57014, which
+// stopped the worker, its outcomes uncommitted
+// (WorkerTest.AnOperatorsOpenTransactionOutwaitsTheDatabasesTimeouts).
 inline constexpr pg::Statement kSeekPlans{"pgjobq_seek_plans", R"sql(
 SELECT set_config('enable_seqscan', 'off', true),
        set_config('enable_bitmapscan', 'off', true),
-       set_config('plan_cache_mode', 'force_generic_plan', true)
+       set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('statement_timeout', '0', true),
+       set_config('lock_timeout', '0', true)
 )sql"};
 
 // $1 seconds of silence before the first keepalive probe, $2 seconds

@@ -46,6 +46,19 @@ class WorkerTest : public test::DatabaseTest {
     PgConnPtr conn = connect();
     return query_job(conn.get(), id)->state;
   }
+  // Stops `worker` and returns what its run() threw, "" if nothing.
+  static std::string what_run_threw(BackgroundWorker& worker) {
+    worker.join();
+    std::exception_ptr error = worker.wait_for_exit();
+    if (!error) return "";
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "something that is not a std::exception";
+    }
+  }
   bool all_completed(const std::vector<JobId>& ids) const {
     PgConnPtr conn = connect();
     for (JobId id : ids) {
@@ -890,6 +903,48 @@ TEST_F(WorkerTest, SecondWorkerStandsByAndTakesOver) {
   ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
 }
 
+// A standby's lock wait is one statement that runs for as long as the
+// active worker lives, and an operator (or a script that cancels long
+// queries) may cancel it with pg_cancel_backend. The standby must go on
+// standing by: it used to stop, run() throwing "canceling statement due to
+// user request", and the queue had no standby left.
+TEST_F(WorkerTest, AStandbyOutwaitsACancelOfItsLockWait) {
+  PgConnPtr conn = connect();
+  std::string q = queue("standby-cancel");
+  Journal journal;
+  Handler handler = [&](const JobContext& job) {
+    journal.add(job.data.dump());
+    return HandlerResult::complete();
+  };
+  auto first = std::make_unique<BackgroundWorker>(options({q}), handler);
+  ASSERT_TRUE(wait_until([&] { return first->worker().active_queues() == 1; }));
+  BackgroundWorker second(options({q}), handler);
+  const std::string waiting =
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+      "AND wait_event_type = 'Lock' AND wait_event = 'advisory'";
+  auto rows = [&](const std::string& sql) {
+    PGresult* r = PQexec(conn.get(), sql.c_str());
+    int n = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : -1;
+    PQclear(r);
+    return n;
+  };
+  ASSERT_TRUE(wait_until([&] { return rows(waiting) == 1; }));
+  EXPECT_EQ(rows("SELECT pg_cancel_backend(pid) FROM (" + waiting + ") w"), 1);
+  std::this_thread::sleep_for(milliseconds(500));
+  if (second.finished())
+    FAIL() << "the standby stopped: " << what_run_threw(second);
+  EXPECT_TRUE(wait_until([&] { return rows(waiting) == 1; }))
+      << "the standby no longer waits for the queue's lock";
+  first.reset();
+  ASSERT_TRUE(wait_until([&] { return second.worker().active_queues() == 1; },
+                         milliseconds(3000)));
+  JobId id = enqueue(conn.get(), q, json("after takeover"));
+  RedisLink redis(test::redis_url());
+  notify(redis, q);
+  EXPECT_TRUE(wait_until([&] { return all_completed({id}); }));
+  EXPECT_EQ(what_run_threw(second), "");
+}
+
 // A handler that releases the session's advisory locks gives the queue to
 // the standby while the worker serves on. The worker's next commit is
 // stale (the standby's claim changed its jobs), and it must start over as
@@ -968,6 +1023,48 @@ TEST_F(WorkerTest, AStandbyOutwaitsTheDatabasesStatementTimeout) {
   ASSERT_TRUE(wait_until([&] { return all_completed({id}); }));
   EXPECT_EQ(journal.entries(),
             (std::vector<std::string>{"\"after takeover\" timed out"}));
+}
+
+// A lock_timeout or statement_timeout set on the database (common in
+// production, for the applications' own statements) must not end the worker
+// when its claim or its commit waits for an operator's transaction: here a
+// caller's transaction that cancels the job behind the running one holds
+// that job's row and the queue's progress row for a second. The worker
+// used to stop, run() throwing "canceling statement due to lock timeout",
+// the running job's completion lost with it.
+TEST_F(WorkerTest, AnOperatorsOpenTransactionOutwaitsTheDatabasesTimeouts) {
+  PgConnPtr conn = connect();
+  std::string q = queue("operator-wait");
+  test::exec(conn.get(), "ALTER DATABASE \"" + db_name() +
+                             "\" SET statement_timeout = '300ms'");
+  test::exec(conn.get(),
+             "ALTER DATABASE \"" + db_name() + "\" SET lock_timeout = '200ms'");
+  JobId first = enqueue(conn.get(), q, json("first"));
+  JobId second = enqueue(conn.get(), q, json("second"));
+  Gate go_on;
+  Journal journal;
+  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+    journal.add(job.data.get<std::string>());
+    if (job.id == first) go_on.wait();
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return journal.size() == 1; }));
+  PgConnPtr operator_conn = connect();
+  test::exec(operator_conn.get(), "BEGIN");
+  cancel(operator_conn.get(), second);
+  go_on.open();
+  std::this_thread::sleep_for(milliseconds(1000));
+  EXPECT_FALSE(worker.finished()) << "the worker stopped";
+  test::exec(operator_conn.get(), "COMMIT");
+  JobId third = enqueue(conn.get(), q, json("third"));
+  RedisLink redis(test::redis_url());
+  notify(redis, q);
+  EXPECT_TRUE(wait_until([&] { return all_completed({first, third}); }));
+  EXPECT_EQ(state_of(second), JobState::cancelled);
+  EXPECT_FALSE(worker.finished()) << "the worker stopped";
+  EXPECT_EQ(what_run_threw(worker), "");
+  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"first", "third"}));
+  EXPECT_EQ(query_job(conn.get(), first)->attempts, 1);
 }
 
 // PostgreSQL's notices and warnings on a worker's session (the handler's
