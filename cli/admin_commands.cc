@@ -139,7 +139,14 @@ int prune_command(const Connections& c, const std::string& older_than_text) {
       std::fflush(stderr);
     };
   }
-  std::int64_t deleted = prune(db.get(), older_than, progress);
+  std::int64_t deleted = 0;
+  try {
+    deleted = prune(db.get(), older_than, progress);
+  } catch (...) {
+    // The error's line of its own, after the progress line.
+    if (shown) std::fputs("\n", stderr);
+    throw;
+  }
   if (shown) {
     std::fprintf(stderr, "\rpruning: %lld finished jobs deleted, done\n",
                  static_cast<long long>(deleted));

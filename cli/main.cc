@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 
@@ -53,6 +54,11 @@ bool guard_standard_streams() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A stdout whose reader is gone (`pgjobq enqueue q | head -c0`) fails the
+  // write, reported below with exit 1, rather than killing us silently
+  // (141) as the job's id is printed, before its worker is woken. Commands
+  // under `pgjobq work` get the default back (command_runner.cc).
+  std::signal(SIGPIPE, SIG_IGN);
   bool stdout_closed = guard_standard_streams();
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<std::string> command;

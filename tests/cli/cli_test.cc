@@ -1,6 +1,7 @@
 // Every command of `pgjobq` but `work`, run as a user would: success
 // paths, and each error path with its exit code and its one stderr line.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <pty.h>
@@ -9,6 +10,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
@@ -306,6 +309,66 @@ TEST_F(CliTest, AnOutputThatCannotBeWrittenIsAnError) {
                     env());
   EXPECT_EQ(cancel.wait(milliseconds(10000)), 0) << cancel.err();
   EXPECT_EQ(state_of(id), "cancelled");
+}
+
+// Runs ARGV with its stdout a pipe whose reader is gone (`pgjobq ... |
+// head -c0` once head has exited); returns its exit code and stderr.
+ProcessResult run_with_stdout_unread(const std::vector<std::string>& argv,
+                                     const EnvChanges& env,
+                                     const std::string& err_path) {
+  ProcessResult r;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2 failed";
+    return r;
+  }
+  close(fds[0]);
+  std::vector<std::string> env_strings = environment_with(env);
+  std::vector<char*> envp = null_terminated(env_strings);
+  std::vector<std::string> args = argv;
+  std::vector<char*> argp = null_terminated(args);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = -1;
+  int rc =
+      posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (rc != 0) {
+    ADD_FAILURE() << "posix_spawn failed";
+    return r;
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code =
+      WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  std::ifstream err(err_path);
+  r.err.assign(std::istreambuf_iterator<char>(err), {});
+  return r;
+}
+
+// A reader that went away is a stdout that cannot be written: exit 1 with
+// one line, as for a closed one, not a silent death by SIGPIPE (141) as
+// the id is printed, before the queue's worker was woken.
+TEST_F(CliTest, AStdoutWhoseReaderIsGoneIsAnErrorAndTheWorkerIsStillWoken) {
+  std::string q = queue();
+  Subscription sub(redis_url(), queue_channel(q));
+  ProcessResult r = run_with_stdout_unread({PGJOBQ_CLI, "enqueue", q, "{}"},
+                                           env(), dir() + "/err");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(OneLine(r.err));
+  EXPECT_TRUE(contains(r.err, "could not write to standard output")) << r.err;
+  EXPECT_EQ(count_jobs(q), 1);
+  EXPECT_TRUE(sub.next(milliseconds(5000)).has_value())
+      << "the job was enqueued but its worker not woken";
+  ProcessResult status = run_with_stdout_unread(
+      {PGJOBQ_CLI, "status", "--json"}, env(), dir() + "/err");
+  EXPECT_EQ(status.exit_code, 1) << status.err;
+  EXPECT_TRUE(OneLine(status.err));
 }
 
 TEST_F(CliTest, EnqueueReadsJsonFromStdin) {
@@ -903,6 +966,31 @@ TEST_F(CliJobTest, PruneShowsProgressOnATerminal) {
       stderr_on_a_terminal({PGJOBQ_CLI, "prune", "--older-than", "0s"}, env());
   EXPECT_TRUE(contains(err, "pruning: 1 finished jobs deleted")) << err;
   EXPECT_EQ(state_of(id), "");
+}
+
+// An error after the progress line goes on a line of its own: here the
+// second batch waits for a job another session holds, past lock_timeout.
+TEST_F(CliJobTest, AnErrorAfterPruneProgressIsALineOfItsOwn) {
+  std::string q = queue();
+  JobId first = add_job(q, "{}");
+  // Over one batch (10,000) of finished jobs, the last one held.
+  exec(connect().get(),
+       "INSERT INTO pgjobq.jobs (queue_id, position, state, data, "
+       "finished_at) SELECT queue_id, position + g, 'cancelled', '{}', "
+       "now() - interval '1 day' FROM pgjobq.jobs, generate_series(1, "
+       "10001) g WHERE id = " +
+           std::to_string(first.value));
+  PgConnPtr holder = connect();
+  exec(holder.get(),
+       "BEGIN; SELECT 1 FROM pgjobq.jobs WHERE id = (SELECT max(id) FROM "
+       "pgjobq.jobs) FOR UPDATE");
+  std::string err =
+      stderr_on_a_terminal({PGJOBQ_CLI, "prune", "--older-than", "1h"},
+                           env({{"PGOPTIONS", "-c lock_timeout=200ms"}}));
+  ASSERT_TRUE(contains(err, "deleted so far")) << err;
+  ASSERT_TRUE(contains(err, "pgjobq: error: prune")) << err;
+  std::string before = err.substr(0, err.find("pgjobq: error: prune"));
+  EXPECT_TRUE(before.ends_with("\n")) << err;
 }
 
 // ------------------------------------------------------------ connections
