@@ -609,15 +609,35 @@ class CliWaitReconnectTest : public CliJobTest {
         << sql << ": " << PQerrorMessage(admin.get());
     return PQntuples(r.get()) > 0 ? PQgetvalue(r.get(), 0, 0) : "";
   }
+  // The waiter, named by PGAPPNAME: the test's own sessions (add_job's,
+  // just closed, may linger in pg_stat_activity for a moment) are not it.
+  std::unique_ptr<Subprocess> start_waiter(
+      const std::vector<std::string>& args) const {
+    return start(args, {{"PGAPPNAME", "pgjobq-test-waiter"}});
+  }
   std::string waiters_backends() const {
     return "FROM pg_stat_activity WHERE datname = '" + db_name() +
-           "' AND backend_type = 'client backend'";
+           "' AND backend_type = 'client backend'"
+           " AND application_name = 'pgjobq-test-waiter'";
   }
-  bool waiter_connected() const {
-    return admin_value("SELECT count(*) " + waiters_backends()) == "1";
+  // The pid of the waiter's one backend, "" while it has none (or more).
+  std::string waiter_backend() const {
+    return admin_value("SELECT min(pid) " + waiters_backends() +
+                       " HAVING count(*) = 1");
   }
-  void terminate_waiter() const {
-    admin_value("SELECT pg_terminate_backend(pid) " + waiters_backends());
+  bool waiter_connected() const { return !waiter_backend().empty(); }
+  // Ends the waiter's session; returns its pid.
+  std::string terminate_waiter() const {
+    std::string pid = waiter_backend();
+    EXPECT_FALSE(pid.empty()) << "no waiter to terminate";
+    admin_value("SELECT pg_terminate_backend(" + pid + ")");
+    return pid;
+  }
+  // Whether the waiter has a session again, not `old` (which may linger
+  // in pg_stat_activity as it ends).
+  bool waiter_reconnected(const std::string& old) const {
+    std::string pid = waiter_backend();
+    return !pid.empty() && pid != old;
   }
   void allow_connections(bool allow) const {
     admin_value("ALTER DATABASE \"" + db_name() + "\" WITH ALLOW_CONNECTIONS " +
@@ -630,10 +650,11 @@ class CliWaitReconnectTest : public CliJobTest {
 TEST_F(CliWaitReconnectTest, WaitRidesOutALostPostgresqlSession) {
   std::string q = queue();
   JobId id = add_job(q, "5");
-  auto waiter = start({"wait", std::to_string(id.value), "--timeout", "60"});
+  auto waiter =
+      start_waiter({"wait", std::to_string(id.value), "--timeout", "60"});
   ASSERT_TRUE(wait_until([&] { return waiter_connected(); }));
-  terminate_waiter();
-  ASSERT_TRUE(wait_until([&] { return waiter_connected(); }))
+  std::string old = terminate_waiter();
+  ASSERT_TRUE(wait_until([&] { return waiter_reconnected(old); }))
       << "the waiter did not reconnect: " << waiter->err();
   WorkerOptions o = worker_options({q});
   BackgroundWorker worker(
@@ -651,7 +672,8 @@ TEST_F(CliWaitReconnectTest, WaitRidesOutALostPostgresqlSession) {
 // for (WaitOutageTest).
 TEST_F(CliWaitReconnectTest, WaitGivesUpAtOnceWhenPostgresqlRefusesIt) {
   JobId id = add_job(queue(), "{}");
-  auto waiter = start({"wait", std::to_string(id.value), "--timeout", "60"});
+  auto waiter =
+      start_waiter({"wait", std::to_string(id.value), "--timeout", "60"});
   ASSERT_TRUE(wait_until([&] { return waiter_connected(); }));
   allow_connections(false);
   auto cut = std::chrono::steady_clock::now();
@@ -669,13 +691,13 @@ TEST_F(CliWaitReconnectTest, WaitGivesUpAtOnceWhenPostgresqlRefusesIt) {
 // enqueue --wait waits the same way once its job is stored.
 TEST_F(CliWaitReconnectTest, EnqueueWaitRidesOutALostPostgresqlSession) {
   std::string q = queue();
-  auto waiter = start({"enqueue", q, "7", "--wait", "--timeout", "60"});
+  auto waiter = start_waiter({"enqueue", q, "7", "--wait", "--timeout", "60"});
   ASSERT_TRUE(wait_until([&] {
     return query_value("SELECT count(*) FROM pgjobq.jobs") == "1" &&
            waiter_connected();
   }));
-  terminate_waiter();
-  ASSERT_TRUE(wait_until([&] { return waiter_connected(); }))
+  std::string old = terminate_waiter();
+  ASSERT_TRUE(wait_until([&] { return waiter_reconnected(old); }))
       << "the waiter did not reconnect: " << waiter->err();
   WorkerOptions o = worker_options({q});
   BackgroundWorker worker(o, [](const JobContext& job) {
