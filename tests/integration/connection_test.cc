@@ -153,7 +153,7 @@ TEST(ConnectionTest, ARedisReplyLargerThanPgjobqExpectsDropsTheConnection) {
   auto expect_dropped = [&](std::vector<std::string_view> args,
                             std::string_view why) {
     redis::Connection conn =
-        redis::Connection::open(address, milliseconds(10000));
+        redis::Connection::open(address, milliseconds(60000));
     try {
       conn.command(args);
       FAIL() << args[0] << ": expected ConnectionError";
@@ -162,7 +162,7 @@ TEST(ConnectionTest, ARedisReplyLargerThanPgjobqExpectsDropsTheConnection) {
     }
   };
   redis::Connection admin =
-      redis::Connection::open(address, milliseconds(10000));
+      redis::Connection::open(address, milliseconds(60000));
   std::string big((std::size_t{65} << 20), 'x');
   admin.command(std::vector<std::string_view>{"SET", "big", big});
   expect_dropped({"GET", "big"}, "more than 64 MiB");
@@ -174,12 +174,12 @@ TEST(ConnectionTest, ARedisReplyLargerThanPgjobqExpectsDropsTheConnection) {
   // server's own limit on a subscriber's output lifted).
   admin.command(std::vector<std::string_view>{
       "CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0"});
-  auto subscriber = redis::Subscriber::open(address, milliseconds(10000));
+  auto subscriber = redis::Subscriber::open(address, milliseconds(60000));
   std::string channels[] = {"pgjobq/job-1"};
   ASSERT_TRUE(subscriber.subscribe(channels));
   admin.command(std::vector<std::string_view>{"PUBLISH", channels[0], big});
   try {
-    auto message = subscriber.next(milliseconds(10000));
+    auto message = subscriber.next(milliseconds(60000));
     FAIL() << "expected ConnectionError, got "
            << (message ? message->payload.size() : 0) << " bytes";
   } catch (const ConnectionError& e) {
