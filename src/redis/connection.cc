@@ -75,6 +75,42 @@ struct Argv {
   int count() const { return static_cast<int>(ptrs.size()); }
 };
 
+// hiredis's reply functions, but an array is refused, before hiredis
+// allocates its elements, once the reply's arrays hold more than
+// kMaxReplyElements elements in all: a reply object per element is a dozen
+// times the bytes of a small one (":1\r\n"), so the bytes alone do not
+// bound a reply's memory, and nested arrays passed a limit on each array
+// alone (61 MiB of them grew a process to 1.1 GB). Every task carries the
+// reader's privdata, the Connection's ReplyBudget.
+Connection::ReplyBudget& budget_of(const redisReadTask* task) {
+  return *static_cast<Connection::ReplyBudget*>(task->privdata);
+}
+
+void* create_string(const redisReadTask* task, char* str, size_t len) {
+  return budget_of(task).base->createString(task, str, len);
+}
+
+void* create_array(const redisReadTask* task, int elements) {
+  Connection::ReplyBudget& budget = budget_of(task);
+  budget.elements += elements;
+  if (budget.elements > Connection::kMaxReplyElements) {
+    budget.refused = elements;
+    return nullptr;  // the reader's error: "Out of memory"
+  }
+  return budget.base->createArray(task, elements);
+}
+
+void* create_integer(const redisReadTask* task, long long value) {
+  return budget_of(task).base->createInteger(task, value);
+}
+
+void* create_nil(const redisReadTask* task) {
+  return budget_of(task).base->createNil(task);
+}
+
+redisReplyObjectFunctions kBudgetedFunctions{
+    create_string, create_array, create_integer, create_nil, freeReplyObject};
+
 }  // namespace
 
 Connection Connection::open(const Address& address,
@@ -96,7 +132,12 @@ Connection Connection::open(const Address& address,
     throw ConnectionError("cannot set a timeout on the Redis connection to " +
                           address.redacted);
   }
-  Connection conn(std::move(context), address.redacted, timeout);
+  auto budget = std::make_unique<ReplyBudget>();
+  budget->base = context->reader->fn;
+  context->reader->fn = &kBudgetedFunctions;
+  context->reader->privdata = budget.get();
+  Connection conn(std::move(budget), std::move(context), address.redacted,
+                  timeout);
   if (!address.password.empty()) {
     if (address.user.empty()) {
       std::string_view args[] = {"AUTH", address.password};
@@ -186,28 +227,22 @@ Subscriber Subscriber::open(const Address& address,
 ReplyPtr Connection::buffered_reply() {
   void* raw = nullptr;
   if (redisGetReplyFromReader(context_.get(), &raw) != REDIS_OK) {
+    if (budget_->refused >= 0) {
+      throw ConnectionError(
+          "Redis at " + where_ + ": " +
+          (budget_->refused > kMaxReplyElements
+               ? "an array of " + std::to_string(budget_->refused) + " elements"
+               : "nested arrays of more than " +
+                     std::to_string(kMaxReplyElements) + " elements in all") +
+          ", more than pgjobq ever expects; dropping the connection");
+    }
     throw ConnectionError("Redis at " + where_ +
                           ": unreadable reply: " + context_->errstr);
   }
   if (raw) {
     unfinished_bytes_ = 0;
+    budget_->elements = 0;
     return ReplyPtr(static_cast<redisReply*>(raw));
-  }
-  // An array under way: hiredis allocates a reply object per element, a
-  // dozen times the bytes of a small one (":1\r\n"), so the bytes alone
-  // do not bound it. Nothing pgjobq reads has more than a few elements.
-  // rstack and ridx: the reader's stack of replies under way, in Debian
-  // 12's hiredis 0.14 (1.x keeps `task` and `tasks` instead, and has
-  // `maxelements` for this).
-  const redisReader* reader = context_->reader;
-  for (int i = 0; i <= reader->ridx; ++i) {
-    if (reader->rstack[i].type == REDIS_REPLY_ARRAY &&
-        reader->rstack[i].elements > kMaxReplyElements) {
-      throw ConnectionError("Redis at " + where_ + ": an array of " +
-                            std::to_string(reader->rstack[i].elements) +
-                            " elements, more than pgjobq ever expects; "
-                            "dropping the connection");
-    }
   }
   return nullptr;
 }

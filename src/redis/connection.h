@@ -72,21 +72,34 @@ class Connection {
   // would otherwise fill the memory.
   void read_available();
   static constexpr std::size_t kMaxReplyBytes = std::size_t{64} << 20;
-  // buffered_reply() throws ConnectionError for an array longer than this.
+  // buffered_reply() throws ConnectionError for a reply whose arrays hold
+  // more elements than this, nested ones counted together, refused before
+  // hiredis allocates them.
   static constexpr int kMaxReplyElements = 1024;
+  // The elements of the reply being read (kBudgetedFunctions in the .cc).
+  // Nothing pgjobq reads holds more than a few.
+  struct ReplyBudget {
+    redisReplyObjectFunctions* base = nullptr;  // hiredis's own
+    long long elements = 0;
+    long long refused = -1;  // the refused array's length
+  };
 
   int fd() const noexcept { return context_->fd; }
   redisContext* get() const noexcept { return context_.get(); }
   const std::string& where() const noexcept { return where_; }
 
  private:
-  Connection(ContextPtr context, std::string where,
-             std::chrono::milliseconds timeout) noexcept
-      : context_(std::move(context)),
+  Connection(std::unique_ptr<ReplyBudget> budget, ContextPtr context,
+             std::string where, std::chrono::milliseconds timeout) noexcept
+      : budget_(std::move(budget)),
+        context_(std::move(context)),
         where_(std::move(where)),
         timeout_(timeout) {}
   [[noreturn]] void fail(std::string_view doing) const;
 
+  // The reader's privdata: outlives the context, and stays put when the
+  // Connection moves.
+  std::unique_ptr<ReplyBudget> budget_;
   ContextPtr context_;
   std::string where_;  // redacted URL
   std::chrono::milliseconds timeout_;

@@ -187,5 +187,35 @@ TEST(ConnectionTest, ARedisReplyLargerThanPgjobqExpectsDropsTheConnection) {
   }
 }
 
+// The element limit counts a reply's nested arrays together: arrays of a
+// few hundred elements each, nested, passed it one by one, and 61 MiB of
+// them (1,024 arrays of 1,024 arrays of 14 ":1") grew a process to 1.1 GB.
+// A Lua script's reply, from a real server.
+TEST(ConnectionTest, NestedArraysCountTogetherTowardsTheElementLimit) {
+  using std::chrono::milliseconds;
+  test::RedisServer server;
+  redis::Address address = redis::parse_url(server.url());
+  redis::Connection conn =
+      redis::Connection::open(address, milliseconds(10000));
+  std::string_view nested[] = {
+      "EVAL",
+      "local t = {} for i = 1, 40 do local u = {} for j = 1, 40 do "
+      "u[j] = 1 end t[i] = u end return t",
+      "0"};
+  try {
+    redis::ReplyPtr reply = conn.command(nested);
+    FAIL() << "expected ConnectionError, got an array of " << reply->elements;
+  } catch (const ConnectionError& e) {
+    EXPECT_TRUE(test::contains(e.what(), "more than 1024 elements"))
+        << e.what();
+  }
+  // What pgjobq reads stays well within it.
+  redis::Connection fresh =
+      redis::Connection::open(address, milliseconds(10000));
+  std::string_view small[] = {
+      "EVAL", "local t = {} for i = 1, 1000 do t[i] = i end return t", "0"};
+  EXPECT_EQ(fresh.command(small)->elements, 1000u);
+}
+
 }  // namespace
 }  // namespace pgjobq
