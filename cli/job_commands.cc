@@ -178,11 +178,12 @@ int reschedule_command(const Connections& c, const std::string& id_text) {
   JobId id = parse_job_id(id_text);
   RedisLink redis(c.redis_url);
   PgConnPtr db = connect(c);
-  reschedule(db.get(), id);
-  if (std::optional<Job> job = query_job(db.get(), id)) {
-    std::string why;
-    if (!notify(redis, job->queue, &why)) log(LogLevel::warning, why);
-  }
+  // The queue to wake, read first: a failure after the change would exit
+  // 1 with the job rescheduled. A job never changes queues.
+  std::optional<Job> job = query_job(db.get(), id);
+  reschedule(db.get(), id);  // NoSuchJob if none (job is then empty)
+  std::string why;
+  if (job && !notify(redis, job->queue, &why)) log(LogLevel::warning, why);
   return kExitOk;
 }
 
@@ -190,6 +191,7 @@ int cancel_command(const Connections& c, const std::string& id_text) {
   JobId id = parse_job_id(id_text);
   RedisLink redis(c.redis_url);
   PgConnPtr db = connect(c);
+  std::optional<Job> job = query_job(db.get(), id);  // as in reschedule
   cancel(db.get(), id);
   // Waiters re-read PostgreSQL when woken; `null` is what a worker
   // publishes for a job that ended without a result.
@@ -204,10 +206,8 @@ int cancel_command(const Connections& c, const std::string& id_text) {
   }
   // A worker holding off re-running the job (the retry policy's wait)
   // moves on at once rather than at the end of the wait.
-  if (std::optional<Job> job = query_job(db.get(), id)) {
-    std::string why;
-    if (!notify(redis, job->queue, &why)) log(LogLevel::warning, why);
-  }
+  std::string why;
+  if (job && !notify(redis, job->queue, &why)) log(LogLevel::warning, why);
   return kExitOk;
 }
 
