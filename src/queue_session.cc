@@ -186,7 +186,14 @@ QueueSession::QueueSession(const std::string& db_url, std::string queue,
       conn_.get(),
       [](void* self, const PGresult* message) {
         auto* session = static_cast<QueueSession*>(self);
-        if (ends_session(message)) session->ending_ = true;
+        if (ends_session(message)) {
+          session->ending_ = true;
+          try {
+            session->farewell_ = pg::notice_line(message);
+          } catch (...) {
+          }
+          if (session->asking_farewell_) return;  // farewell() reports it
+        }
         if (pg::announces_session_end(message)) return;
         const char* severity =
             PQresultErrorField(message, PG_DIAG_SEVERITY_NONLOCALIZED);
@@ -310,6 +317,19 @@ bool QueueSession::still_connected() {
   // Parses what was read; an idle session's FATAL reaches the receiver.
   PQisBusy(c);
   return !ending_ && PQstatus(c) == CONNECTION_OK;
+}
+
+std::string QueueSession::farewell() {
+  PGconn* c = conn_.get();
+  // Whatever is left to read, even on a connection libpq already gave up
+  // on (it keeps what it read); parsed, an idle session's FATAL reaches
+  // the notice receiver.
+  pollfd fd{PQsocket(c), POLLIN, 0};
+  if (fd.fd >= 0 && poll(&fd, 1, 0) > 0) PQconsumeInput(c);
+  asking_farewell_ = true;
+  PQisBusy(c);
+  asking_farewell_ = false;
+  return farewell_;
 }
 
 void QueueSession::resume() {

@@ -154,6 +154,10 @@ class QueueSession {
   // connection, so the FATAL is what counts: a session that said it is
   // ending has already given up the queue's lock.
   bool still_connected();
+  // What the server said as it ended the session (its FATAL error, such
+  // as "terminating connection due to idle-in-transaction timeout"), read
+  // now if it was not yet; "" if nothing was said.
+  std::string farewell();
 
   // Looks up (or creates) the queue. Throws on failure; returns false if the
   // queue's row is being created by an uncommitted transaction.
@@ -218,8 +222,12 @@ class QueueSession {
   // (kLockQueue, kClaimJobs): random, so no other worker's is the same.
   std::string mark_;
   bool lock_requested_ = false;
-  // The server sent a FATAL or PANIC error while the session was idle.
+  // The server sent a FATAL or PANIC error while the session was idle,
+  // and what it said.
   bool ending_ = false;
+  std::string farewell_;
+  // In farewell(), which says it: the notice receiver does not log it too.
+  bool asking_farewell_ = false;
 };
 
 }  // namespace pgjobq

@@ -392,8 +392,8 @@ class Runner {
   // looks for the next job in the same transaction. Returns whether it
   // looked and found the queue empty.
   bool commit_with_handler(QueueSession& s, const ClaimedJob& job) {
+    // The wake flag was cleared before the handler's BEGIN (run_handler).
     bool look = batch_.empty() && !w_.stop.is_set();
-    if (look) w_.wakeups->clear(index_);
     try {
       commit(s, look, true);
     } catch (const DatabaseError& e) {
@@ -681,7 +681,14 @@ class Runner {
   }
 
   HandlerRun run_handler(QueueSession& s, const ClaimedJob& job) {
-    if (options_.transactional) s.begin();
+    if (options_.transactional) {
+      // The commit claims the next job in this transaction, whose snapshot
+      // under REPEATABLE READ or SERIALIZABLE is taken as it begins: clear
+      // the wake flag before that, so that a job enqueued after the
+      // snapshot keeps its wake-up, and is looked for once committed.
+      if (batch_.empty()) w_.wakeups->clear(index_);
+      s.begin();
+    }
     std::stop_source stop;
     auto started = SteadyClock::now();
     {
@@ -741,10 +748,17 @@ class Runner {
                                                               started)
             .count());
     smooth(average_us_, elapsed_us);
+    // The server's last words say why (idle_in_transaction_session_timeout
+    // ending a transactional handler's idle transaction, a terminated
+    // backend): in the log, or no one learns it.
+    auto why = [&s] {
+      std::string said = s.farewell();
+      return said.empty() ? said : " (the server: " + said + ")";
+    };
     if (session_lost) {
       throw ConnectionError("connection to PostgreSQL lost while " +
-                            describe(job) +
-                            " ran; its handler was stopped, and the job runs "
+                            describe(job) + " ran" + why() +
+                            "; its handler was stopped, and the job runs "
                             "again");
     }
     // The watchdog stops a handler for two reasons: its session was lost
@@ -758,7 +772,7 @@ class Runner {
     }
     if (!s.alive()) {
       throw ConnectionError("connection to PostgreSQL lost while " +
-                            describe(job) + " ran");
+                            describe(job) + " ran" + why());
     }
     check_connection_state(s, run);
     run.started = started;

@@ -855,6 +855,95 @@ TEST_F(WorkerTest, TransactionalHandlerThatCommitsAndBeginsAgainIsAnError) {
   EXPECT_FALSE(worker.finished());
 }
 
+// A transactional handler's transaction takes its snapshot as it begins
+// when the database's default isolation is REPEATABLE READ (or
+// SERIALIZABLE), and the claim of the next job runs in that transaction,
+// with the completion: a job enqueued while the handler ran is not in the
+// snapshot. Its wake-up came meanwhile, and the worker used to clear it
+// only after the handler, then claim nothing, and wait for its poll (30 s
+// here) with the job pending.
+TEST_F(WorkerTest,
+       TransactionalHandlerUnderRepeatableReadMissesNoJobEnqueuedMeanwhile) {
+  PgConnPtr conn = connect();
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " SET default_transaction_isolation = "
+                             "'repeatable read'");
+  std::string q = queue("txrr");
+  auto o = options({q});
+  o.transactional = true;
+  Gate running, finish;
+  std::atomic<bool> first{true};
+  Journal journal;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    journal.add(job.data.get<std::string>());
+    if (first.exchange(false)) {
+      running.open();
+      finish.wait();
+    }
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return worker.worker().active_queues() == 1; }));
+  RedisLink redis(test::redis_url());
+  enqueue(conn.get(), q, json("first"));
+  ASSERT_TRUE(notify(redis, q));
+  running.wait();
+  ASSERT_EQ(query_value("SELECT current_setting('default_transaction_"
+                        "isolation')"),
+            "repeatable read");
+  JobId second = enqueue(conn.get(), q, json("second"));
+  ASSERT_TRUE(notify(redis, q));
+  std::this_thread::sleep_for(milliseconds(100));  // the wake-up is in
+  finish.open();
+  EXPECT_EQ(wait_for_result(conn.get(), redis, second, milliseconds(10000)),
+            json("second"))
+      << "the job enqueued while the handler ran waited for the poll";
+  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"first", "second"}));
+}
+
+// A transactional handler that keeps its transaction idle past the
+// database's idle_in_transaction_session_timeout (a call to another
+// service between two statements) has its session ended by the server.
+// The job runs again, as for any lost session; why the session ended is
+// in the log line that says so. The server's words were never read: the
+// log said only that the session ended, and the job, given up on, "no
+// error was recorded".
+TEST_F(WorkerTest, ASessionEndedByTheServerSaysWhyInTheLog) {
+  PgConnPtr conn = connect();
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " SET idle_in_transaction_session_timeout = "
+                             "'200ms'");
+  std::string q = queue("txidle");
+  JobId id = enqueue(conn.get(), q, json("idle"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 1;
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel, std::string_view text) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(text);
+  });
+  {
+    BackgroundWorker worker(o, [&](const JobContext& job) {
+      PQclear(PQexec(job.db, "SELECT 1"));
+      std::this_thread::sleep_for(milliseconds(600));
+      return HandlerResult::complete(job.data);
+    });
+    EXPECT_TRUE(wait_until([&] { return state_of(id) == JobState::failed; }));
+  }
+  set_log_sink(nullptr);
+  bool said = false;
+  std::string all;
+  for (const std::string& line : lines) {
+    all += line + "\n";
+    said = said || (test::contains(
+                        line, "lost while job " + std::to_string(id.value)) &&
+                    test::contains(line, "idle-in-transaction timeout"));
+  }
+  EXPECT_TRUE(said) << all;
+}
+
 TEST_F(WorkerTest, HandlerMayUseTheConnectionInAutocommit) {
   PgConnPtr conn = connect();
   PQclear(PQexec(conn.get(), "CREATE TABLE seen (job bigint)"));
