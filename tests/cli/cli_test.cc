@@ -323,10 +323,6 @@ ProcessResult run_with_stdout_unread(const std::vector<std::string>& argv,
     return r;
   }
   close(fds[0]);
-  std::vector<std::string> env_strings = environment_with(env);
-  std::vector<char*> envp = null_terminated(env_strings);
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp = null_terminated(args);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -334,8 +330,7 @@ ProcessResult run_with_stdout_unread(const std::vector<std::string>& argv,
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0600);
   pid_t pid = -1;
-  int rc =
-      posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), envp.data());
+  int rc = spawn(argv, env, &actions, nullptr, &pid);
   posix_spawn_file_actions_destroy(&actions);
   close(fds[1]);
   if (rc != 0) {
@@ -344,8 +339,7 @@ ProcessResult run_with_stdout_unread(const std::vector<std::string>& argv,
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  r.exit_code =
-      WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  r.exit_code = exit_code_of(status);
   std::ifstream err(err_path);
   r.err.assign(std::istreambuf_iterator<char>(err), {});
   return r;
@@ -947,17 +941,12 @@ std::string stderr_on_a_terminal(const std::vector<std::string>& argv,
     ADD_FAILURE() << "openpty failed";
     return "";
   }
-  std::vector<std::string> env_strings = environment_with(env);
-  std::vector<char*> envp = null_terminated(env_strings);
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp = null_terminated(args);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, slave, 2);
   posix_spawn_file_actions_addclose(&actions, master);
   pid_t pid = -1;
-  int rc =
-      posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), envp.data());
+  int rc = spawn(argv, env, &actions, nullptr, &pid);
   posix_spawn_file_actions_destroy(&actions);
   close(slave);
   std::string out;

@@ -27,14 +27,6 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-int decode(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
-
-}  // namespace
-
 std::vector<std::string> environment_with(const EnvChanges& changes) {
   std::map<std::string, std::string> vars;
   for (char** e = environ; *e; ++e) {
@@ -62,6 +54,24 @@ std::vector<char*> null_terminated(std::vector<std::string>& strings) {
   return out;
 }
 
+}  // namespace
+
+int exit_code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+int spawn(const std::vector<std::string>& argv, const EnvChanges& env,
+          const posix_spawn_file_actions_t* actions,
+          const posix_spawnattr_t* attr, pid_t* pid) {
+  std::vector<std::string> env_strings = environment_with(env);
+  std::vector<char*> envp = null_terminated(env_strings);
+  std::vector<std::string> args = argv;
+  std::vector<char*> argp = null_terminated(args);
+  return posix_spawnp(pid, argp[0], actions, attr, argp.data(), envp.data());
+}
+
 Subprocess::Subprocess(const std::vector<std::string>& argv,
                        const EnvChanges& env, std::string_view input) {
   char tmpl[] = "/tmp/pgjobq-cli-test.XXXXXX";
@@ -71,11 +81,6 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
     std::ofstream(dir_ + "/stdin", std::ios::binary)
         .write(input.data(), static_cast<std::streamsize>(input.size()));
   }
-  std::vector<std::string> env_strings = environment_with(env);
-  std::vector<char*> envp = null_terminated(env_strings);
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp = null_terminated(args);
-
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   std::string in_path = dir_ + "/stdin";
@@ -92,8 +97,7 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attr, 0);
-  int rc =
-      posix_spawnp(&pid_, argp[0], &actions, &attr, argp.data(), envp.data());
+  int rc = spawn(argv, env, &actions, &attr, &pid_);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
@@ -127,7 +131,7 @@ bool Subprocess::running() {
   int status = 0;
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
-    exit_code_ = decode(status);
+    exit_code_ = exit_code_of(status);
     return false;
   }
   return true;

@@ -4,6 +4,7 @@
 // stdout and stderr captured, the environment adjusted, and every wait
 // bounded by a deadline.
 
+#include <spawn.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -19,12 +20,17 @@ namespace pgjobq::test {
 using EnvChanges =
     std::vector<std::pair<std::string, std::optional<std::string>>>;
 
-// This process's environment with `changes` applied, as KEY=value entries.
-std::vector<std::string> environment_with(const EnvChanges& changes);
+// Starts `argv` (argv[0] a path, or a name looked up in PATH) with this
+// process's environment changed by `env`, its descriptors arranged by
+// `actions` and its attributes by `attr` (either may be null): 0 and the
+// child in *pid, or posix_spawnp's error number.
+int spawn(const std::vector<std::string>& argv, const EnvChanges& env,
+          const posix_spawn_file_actions_t* actions,
+          const posix_spawnattr_t* attr, pid_t* pid);
 
-// Pointers to `strings`, then a null pointer: an argv or envp for exec or
-// posix_spawn (valid while `strings` is unchanged).
-std::vector<char*> null_terminated(std::vector<std::string>& strings);
+// What a waitpid() status says: the exit code, 128 + the signal that ended
+// the process, or -1.
+int exit_code_of(int status);
 
 struct ProcessResult {
   int exit_code = -1;  // 128 + signal if a signal ended it
