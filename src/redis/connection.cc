@@ -191,24 +191,11 @@ ReplyPtr Connection::reply() {
   // and it reads a reply of any size. A server trickling out a reply that
   // never ends held a publish (an enqueue's wake-up, a worker's results)
   // forever, and grew the process without bound.
-  auto deadline = std::chrono::steady_clock::now() + timeout_;
-  ReplyPtr reply;
-  while (!(reply = buffered_reply())) {
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      throw ConnectionError("Redis at " + where_ +
-                            ": reading a reply failed: timed out (the server "
-                            "did not answer)");
-    }
-    pollfd fd{context_->fd, POLLIN, 0};
-    int ready = poll(
-        &fd, 1, static_cast<int>(std::min<long long>(left.count(), 1 << 30)));
-    if (ready < 0 && errno != EINTR) {
-      throw ConnectionError("Redis at " + where_ +
-                            ": poll failed: " + std::strerror(errno));
-    }
-    if (ready > 0) read_available();
+  ReplyPtr reply = read_reply(timeout_);
+  if (!reply) {
+    throw ConnectionError("Redis at " + where_ +
+                          ": reading a reply failed: timed out (the server "
+                          "did not answer)");
   }
   if (reply->type == REDIS_REPLY_ERROR) {
     // The server's error text never holds our password (it says
@@ -275,15 +262,7 @@ void Connection::read_available() {
   }
 }
 
-ReplyPtr Subscriber::buffered_reply() {
-  ReplyPtr reply = conn_.buffered_reply();
-  if (reply) last_reply_ = std::chrono::steady_clock::now();
-  return reply;
-}
-
-void Subscriber::ping() { send("PING", {}); }
-
-ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
+ReplyPtr Connection::read_reply(std::chrono::milliseconds timeout,
                                 int wake_fd) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
@@ -291,19 +270,28 @@ ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() < 0) return nullptr;
-    pollfd fds[2] = {{conn_.fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    pollfd fds[2] = {{context_->fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
     // Round up so a sub-millisecond remainder still waits.
     int ms = static_cast<int>(std::min<long long>(left.count() + 1, 1 << 30));
     int ready = poll(fds, wake_fd >= 0 ? 2 : 1, ms);
     if (ready < 0) {
       if (errno == EINTR) continue;
-      throw ConnectionError("Redis at " + conn_.where() +
+      throw ConnectionError("Redis at " + where_ +
                             ": poll failed: " + std::strerror(errno));
     }
     if (ready == 0) return nullptr;
     if (wake_fd >= 0 && fds[1].revents != 0) return nullptr;
-    conn_.read_available();
+    read_available();
   }
+}
+
+void Subscriber::ping() { send("PING", {}); }
+
+ReplyPtr Subscriber::read_reply(std::chrono::milliseconds timeout,
+                                int wake_fd) {
+  ReplyPtr reply = conn_.read_reply(timeout, wake_fd);
+  if (reply) last_reply_ = std::chrono::steady_clock::now();
+  return reply;
 }
 
 namespace {

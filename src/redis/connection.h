@@ -62,15 +62,13 @@ class Connection {
   void append(std::span<const std::string_view> args);
   ReplyPtr reply();
 
-  // A reply already read from the socket, if any, else nullptr. Throws
-  // ConnectionError for a malformed one.
-  ReplyPtr buffered_reply();
-  // Reads what the socket holds (call when poll() says it is readable).
-  // Throws ConnectionError when the server has closed the connection, or
-  // when the reply being read grows past kMaxReplyBytes: nothing pgjobq
-  // asks for is that large, and a server sending a reply that never ends
-  // would otherwise fill the memory.
-  void read_available();
+  // The next reply, waiting up to `timeout` for it to be whole; nullptr
+  // when the time is up, or when `wake_fd` (if not -1) becomes readable.
+  // Throws ConnectionError for a malformed reply, a closed connection, or a
+  // reply that grows past kMaxReplyBytes: nothing pgjobq asks for is that
+  // large, and a server sending a reply that never ends would otherwise
+  // fill the memory.
+  ReplyPtr read_reply(std::chrono::milliseconds timeout, int wake_fd = -1);
   static constexpr std::size_t kMaxReplyBytes = std::size_t{64} << 20;
   // buffered_reply() throws ConnectionError for a reply whose arrays hold
   // more elements than this, nested ones counted together, refused before
@@ -96,6 +94,10 @@ class Connection {
         where_(std::move(where)),
         timeout_(timeout) {}
   [[noreturn]] void fail(std::string_view doing) const;
+  // A reply already read from the socket, if any, else nullptr.
+  ReplyPtr buffered_reply();
+  // Reads what the socket holds (call when poll() says it is readable).
+  void read_available();
 
   // The reader's privdata: outlives the context, and stays put when the
   // Connection moves.
@@ -151,9 +153,7 @@ class Subscriber {
   explicit Subscriber(Connection conn) noexcept : conn_(std::move(conn)) {}
   // Writes `command channels...` out, without reading any reply.
   void send(std::string_view command, std::span<const std::string> channels);
-  // A reply already read into hiredis's buffer, if any.
-  ReplyPtr buffered_reply();
-  // Waits up to `timeout` for a reply; nullptr on timeout or wake.
+  // Connection::read_reply, noting when a reply came (last_reply()).
   ReplyPtr read_reply(std::chrono::milliseconds timeout, int wake_fd);
 
   Connection conn_;
