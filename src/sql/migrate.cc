@@ -26,10 +26,12 @@ using std::chrono::milliseconds;
 // try waits for each lock a moment only (lock_timeout: from 100 ms,
 // doubling to 1 s) and, refused, rolls the try back, lets the traffic
 // through for three times as long (half a second at least), and tries
-// again, until the caller's time is up: while the transaction lasts,
-// traffic waits a quarter of the time at most, never more than a second
-// at once. (A busy system's short transactions let a try through within
-// its first tenth of a second: new ones queue behind the try.)
+// again, until the caller's time is up (the last pause and try are cut to
+// end then, the try waiting a tenth of a second at least): while the
+// transaction lasts, traffic waits about a quarter of the time at most,
+// never more than a second at once. (A busy system's short transactions
+// let a try through within its first tenth of a second: new ones queue
+// behind the try.)
 //
 // The tries are savepoints of one transaction, which holds the migrators'
 // lock (kMigrationLock) throughout: rolling back to the savepoint lets go
@@ -183,7 +185,8 @@ int migrate(PGconn* db, milliseconds lock_wait) {
           // would overflow for the longest waits (milliseconds::max()).
           auto elapsed = std::chrono::duration_cast<milliseconds>(
               std::chrono::steady_clock::now() - start);
-          if (elapsed + pause_after(wait) >= lock_wait) {
+          milliseconds left = lock_wait - elapsed;
+          if (left <= milliseconds(0)) {
             pg::exec_script(db, "ROLLBACK");
             std::string holders = lock_holders(db);
             throw DatabaseError(
@@ -203,8 +206,12 @@ int migrate(PGconn* db, milliseconds lock_wait) {
                 "behind the migration (" +
                     std::string(e.what()) + ")");
           }
-          std::this_thread::sleep_for(pause_after(wait));
-          wait = std::min(wait * 2, kMaxLockWait);
+          // The last pause and try fit in what is left, so that migrate
+          // tries until its time is up, not a pause before it.
+          milliseconds pause = std::min(pause_after(wait), left);
+          std::this_thread::sleep_for(pause);
+          wait = std::min(
+              {wait * 2, kMaxLockWait, std::max(left - pause, kFirstLockWait)});
         }
       }
     } catch (...) {
