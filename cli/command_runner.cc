@@ -691,10 +691,11 @@ std::string CommandRunner::failure(const std::string& what,
     }
     tail.remove_prefix(std::min(longest, tail.size()));
   }
-  // One line (line breaks become spaces), passwords masked, bytes that
-  // are not printable ASCII escaped.
+  // One line (line breaks become spaces), passwords masked (the worker's
+  // own wherever they are, any other in a URL or a password= the way
+  // redact() finds them), bytes that are not printable ASCII escaped.
   std::string text =
-      escape_bytes(scrub_secrets(tail, secrets_), std::string::npos);
+      escape_bytes(redact(scrub_secrets(tail, secrets_)), std::string::npos);
   if (text.empty()) return message;
   return message + "; its stderr " + (out.stderr_cut ? "ended" : "was") +
          ": \"" + (out.stderr_cut ? "..." : "") + text + "\"";

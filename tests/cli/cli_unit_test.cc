@@ -606,6 +606,27 @@ TEST_F(CliRunnerTest, TheWorkersPasswordsAreMaskedInTheQuotedStderr) {
   EXPECT_EQ(cut_error.find("6604"), std::string::npos) << cut_error;
 }
 
+// Passwords the command prints in a URL or a password= of its own (a
+// failed connection's message, say) are masked in the job's error too:
+// `pgjobq show` readers need not see them.
+TEST_F(CliRunnerTest, OtherPasswordsInTheQuotedStderrAreMaskedToo) {
+  CommandRunner prints(
+      {"sh", "-c",
+       "echo 'no connection to postgres://app:Url-Pass-3130@db/app' >&2; "
+       "echo 'host=db password=Kv-Pass-3131 failed' >&2; exit 3"},
+      100, milliseconds(2000), {});
+  std::string error;
+  {
+    StderrRedirect redirect;
+    error = error_of(prints);
+  }
+  EXPECT_EQ(error.find("Url-Pass-3130"), std::string::npos) << error;
+  EXPECT_EQ(error.find("Kv-Pass-3131"), std::string::npos) << error;
+  EXPECT_NE(error.find("postgres://app:***@db/app"), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("password=*** failed"), std::string::npos) << error;
+}
+
 // A process left behind that holds the command's stderr does not hold up
 // the job (it is killed with the group), and a worker's stderr that takes
 // nothing (a pipe no one reads) does not hold up the job's stop.
