@@ -329,6 +329,23 @@ std::string QueueSession::farewell() {
   asking_farewell_ = true;
   PQisBusy(c);
   asking_farewell_ = false;
+  // A FATAL that came as a statement's error (the handler sent one after
+  // the server had ended the session) went to that statement's result,
+  // not to the receiver; libpq's message for the connection's last
+  // operation begins with it. Only a FATAL or PANIC line: anything else
+  // there is an older statement's error, or libpq's own words.
+  if (farewell_.empty() && PQstatus(c) == CONNECTION_BAD) {
+    std::string_view message = PQerrorMessage(c);
+    message = message.substr(0, message.find('\n'));
+    if (message.starts_with("FATAL:") || message.starts_with("PANIC:")) {
+      std::string line;
+      // "FATAL:  its message": one space, as notice_line() writes it.
+      for (char ch : message) {
+        if (ch != ' ' || line.empty() || line.back() != ' ') line += ch;
+      }
+      farewell_ = line;
+    }
+  }
   return farewell_;
 }
 
@@ -547,8 +564,16 @@ bool QueueSession::still_waiting(JobId id, std::int64_t position) {
   return conn_.exec(sql::kJobStillWaiting, params).boolean(0, 0);
 }
 
-bool QueueSession::in_begun_transaction() {
-  return conn_.exec(sql::kInJobTransaction).boolean(0, 0);
+QueueSession::OpenTransaction QueueSession::open_transaction() {
+  pg::Result row = conn_.exec(sql::kInJobTransaction);
+  if (row.boolean(0, 0)) return OpenTransaction::begun;
+  return row.boolean(0, 1) ? OpenTransaction::reset : OpenTransaction::another;
+}
+
+void QueueSession::note_error(JobId id, int attempt, const std::string& error) {
+  pg::Param params[] = {pg::param(id.value), pg::param(std::int64_t{attempt}),
+                        error};
+  conn_.exec(sql::kNoteError, params);
 }
 
 void QueueSession::rollback() { conn_.exec(sql::kRollback); }

@@ -156,7 +156,8 @@ class QueueSession {
   bool still_connected();
   // What the server said as it ended the session (its FATAL error, such
   // as "terminating connection due to idle-in-transaction timeout"), read
-  // now if it was not yet; "" if nothing was said.
+  // now if it was not yet, whether it came while the session was idle or
+  // as the error of a statement (the handler's); "" if nothing was said.
   std::string farewell();
 
   // Looks up (or creates) the queue. Throws on failure; returns false if the
@@ -197,9 +198,15 @@ class QueueSession {
   bool holds_lock();
   // Whether job `id` is still pending at `position` (autocommit).
   bool still_waiting(JobId id, std::int64_t position);
-  // Whether the open transaction is the one begin() started (a handler
-  // may have ended it and begun another).
-  bool in_begun_transaction();
+  // Which transaction is open after a transactional handler: the one
+  // begin() started, another (the handler ended it and began another),
+  // or one whose settings the handler reset (RESET ALL), the worker's
+  // marks among them, so that which it is cannot be told.
+  enum class OpenTransaction { begun, another, reset };
+  OpenTransaction open_transaction();
+  // Records `error` on job `id` if it is still running at `attempt`,
+  // without changing its state (autocommit).
+  void note_error(JobId id, int attempt, const std::string& error);
   // ROLLBACK of that transaction (after a handler error).
   void rollback();
 

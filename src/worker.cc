@@ -150,6 +150,35 @@ struct Worker::State {
 
 namespace {
 
+// Ends a command a handler left in progress on the worker's connection,
+// and says which it was: a COPY (ended as failed, so that nothing it sent
+// is kept; what the server still sends is dropped), or a query whose
+// results the handler did not read (read, once the query ends, and
+// dropped). A connection lost meanwhile is found by the next statement.
+std::string end_left_command(PGconn* conn) {
+  bool copy = false;
+  while (pg::ResultPtr r{PQgetResult(conn)}) {
+    ExecStatusType status = PQresultStatus(r.get());
+    if (status == PGRES_COPY_IN) {
+      copy = true;
+      if (PQputCopyEnd(conn, "left unfinished by a pgjobq handler") != 1) {
+        break;
+      }
+    } else if (status == PGRES_COPY_OUT) {
+      copy = true;
+      char* row = nullptr;
+      while (PQgetCopyData(conn, &row, 0) > 0) PQfreemem(row);
+    } else if (status == PGRES_COPY_BOTH) {
+      break;  // a replication connection's: never a worker's
+    }
+    if (PQstatus(conn) == CONNECTION_BAD) break;
+  }
+  return copy ? "the handler left a COPY unfinished on the worker's "
+                "connection"
+              : "the handler left a query's results unread on the "
+                "worker's connection";
+}
+
 class Runner {
  public:
   Runner(Worker::State& worker, std::size_t index)
@@ -314,6 +343,7 @@ class Runner {
     progress_made();
     if (options_.transactional) wake_after_commit_.clear();
     s.resume();
+    note_lost_run(s);
     cursor_ = s.handled_position();
     recovery_until_ = s.recovery_until();
     if (recovery_until_ > 0) {
@@ -396,6 +426,9 @@ class Runner {
     bool look = batch_.empty() && !w_.stop.is_set();
     try {
       commit(s, look, true);
+    } catch (const ConnectionError& e) {
+      remember_lost_run(s, job, e.what());
+      throw;
     } catch (const DatabaseError& e) {
       // The handler's work and the outcome were rolled back together. A
       // deferred constraint of its own is the handler's error, under the
@@ -627,6 +660,41 @@ class Runner {
     progress_made();
   }
 
+  // The session ends while `job` runs (its handler, or a transactional
+  // handler's commit: the server ended it, or the worker gives it up):
+  // keeps why, the server's words if it said any, else `lost`, for the next
+  // session to note on the job (note_lost_run). Otherwise they reach only
+  // the log, and a job given up on says "no error was recorded".
+  void remember_lost_run(QueueSession& s, const ClaimedJob& job,
+                         const std::string& lost) {
+    std::string said = s.farewell();
+    lost_run_ = LostRun{
+        job.id, job.attempt,
+        said.empty()
+            ? lost
+            : "connection to PostgreSQL lost while it ran (the server: " +
+                  said + ")"};
+  }
+
+  // In a new session holding the queue, before its first claim: notes on
+  // the job a lost session cut short why (remember_lost_run), so that the
+  // job carries it when it runs again or is given up on. The note changes
+  // no state and is fenced by the attempt (kNoteError): a job a standby
+  // claimed meanwhile, or whose commit did land, is left as it is. A note
+  // the database refuses is logged, not fatal.
+  void note_lost_run(QueueSession& s) {
+    if (!lost_run_) return;
+    try {
+      s.note_error(lost_run_->id, lost_run_->attempt,
+                   storable_text(lost_run_->error, kMaxErrorBytes));
+    } catch (const DatabaseError& e) {
+      log(LogLevel::warning,
+          queue_label(queue_) + ": job " + std::to_string(lost_run_->id.value) +
+              ": could not note why its run ended: " + e.what());
+    }
+    lost_run_.reset();
+  }
+
   // After a lost session: the outcomes it was to commit may or may not
   // have been (the commit may have been on its way). Says so, for the
   // log's lines of those jobs' runs; either way the database is right.
@@ -755,11 +823,13 @@ class Runner {
       std::string said = s.farewell();
       return said.empty() ? said : " (the server: " + said + ")";
     };
-    if (session_lost) {
-      throw ConnectionError("connection to PostgreSQL lost while " +
-                            describe(job) + " ran" + why() +
-                            "; its handler was stopped, and the job runs "
-                            "again");
+    if (session_lost || !s.alive()) {
+      remember_lost_run(s, job, "connection to PostgreSQL lost while it ran");
+      throw ConnectionError(
+          "connection to PostgreSQL lost while " + describe(job) + " ran" +
+          why() +
+          (session_lost ? "; its handler was stopped, and the job runs again"
+                        : ""));
     }
     // The watchdog stops a handler for two reasons: its session was lost
     // (thrown above) or its timeout passed.
@@ -770,11 +840,12 @@ class Runner {
                      options_.job_timeout.value_or(milliseconds(0)).count()) +
                  " ms"};
     }
-    if (!s.alive()) {
-      throw ConnectionError("connection to PostgreSQL lost while " +
-                            describe(job) + " ran" + why());
+    try {
+      check_connection_state(s, run);
+    } catch (const ConnectionError& e) {
+      remember_lost_run(s, job, e.what());
+      throw;
     }
-    check_connection_state(s, run);
     run.started = started;
     run.finished = finished;
     return run;
@@ -790,12 +861,23 @@ class Runner {
           "the handler left the worker's connection in pipeline mode with "
           "results unread; starting a new session");
     }
+    // A command the handler left in progress (the transaction's status
+    // is then "active", whatever the transaction's own): ended first, so
+    // that what follows sees the transaction.
+    if (PQtransactionStatus(s.conn()) == PQTRANS_ACTIVE) {
+      std::string left = end_left_command(s.conn());
+      if (run.kind != HandlerRun::Kind::error) {
+        run = {HandlerRun::Kind::error, left};
+      }
+    }
     PGTransactionStatusType status = PQtransactionStatus(s.conn());
     if (options_.transactional) {
-      bool begun_again = status == PQTRANS_INTRANS &&
-                         run.kind != HandlerRun::Kind::error &&
-                         !s.in_begun_transaction();
-      if (status == PQTRANS_INTRANS && !begun_again &&
+      auto open =
+          status == PQTRANS_INTRANS && run.kind != HandlerRun::Kind::error
+              ? s.open_transaction()
+              : QueueSession::OpenTransaction::begun;
+      if (status == PQTRANS_INTRANS &&
+          open == QueueSession::OpenTransaction::begun &&
           run.kind != HandlerRun::Kind::error) {
         return;
       }
@@ -804,10 +886,13 @@ class Runner {
                status == PQTRANS_INERROR
                    ? "the handler's transaction failed (a statement "
                      "errored)"
-               : begun_again
+               : open == QueueSession::OpenTransaction::another
                    ? "the handler ended the worker's transaction and began "
                      "another (its work before that did not go with the "
                      "job's outcome)"
+               : open == QueueSession::OpenTransaction::reset
+                   ? "the handler reset the session's settings (RESET "
+                     "ALL?), the worker's own among them"
                    : "the handler ended the worker's transaction"};
       }
       if (status != PQTRANS_IDLE) s.rollback();
@@ -900,6 +985,13 @@ class Runner {
   // Recent time between arriving jobs, and when the last ones came.
   double arrival_gap_us_ = slow_gap_us();
   std::optional<SteadyClock::time_point> last_arrival_;
+  // A job whose run a lost session cut short, and why (remember_lost_run).
+  struct LostRun {
+    JobId id{};
+    int attempt = 0;
+    std::string error;
+  };
+  std::optional<LostRun> lost_run_;
 
   Publisher& publisher_{*w_.publishers[index_ % w_.publishers.size()]};
 };

@@ -540,7 +540,11 @@ RETURNING j.id
 
 // $1 job id, $2 attempt, $3 error. Notes an error on a running job without
 // changing its state, for a handler that overran its timeout and will not
-// stop: the process exits and a restart runs the job again.
+// stop (the process exits and a restart runs the job again), and for a job
+// whose run a lost session cut short (the next session notes why, before
+// the job runs again or is given up on). Completion recorded once: fenced
+// by (state, attempts), it changes nothing of a job finished meanwhile (a
+// commit that did land) or claimed again (by a standby).
 inline constexpr pg::Statement kNoteError{"pgjobq_note_error", R"sql(
 UPDATE pgjobq.jobs SET error = $3
 WHERE id = $1 AND attempts = $2 AND state = 'running'
@@ -564,14 +568,17 @@ inline constexpr pg::Statement kBegin{"pgjobq_begin", "BEGIN"};
 // has; kInJobTransaction, after the handler, says whether the open
 // transaction is still that one. A handler that ran COMMIT or ROLLBACK and
 // then BEGIN leaves a transaction open, but not the worker's: its work
-// before would not commit (or roll back) with the job.
+// before would not commit (or roll back) with the job. Its second column
+// says whether the session's lock mark (kLockQueue) is gone too: the
+// handler ran RESET ALL, which empties both (a ROLLBACK gives them back).
 inline constexpr pg::Statement kMarkJobTransaction{
     "pgjobq_mark_job_transaction", R"sql(
 SELECT set_config('pgjobq.job_transaction', 'on', true)
 )sql"};
 inline constexpr pg::Statement kInJobTransaction{"pgjobq_in_job_transaction",
                                                  R"sql(
-SELECT coalesce(current_setting('pgjobq.job_transaction', true), '') = 'on'
+SELECT coalesce(current_setting('pgjobq.job_transaction', true), '') = 'on',
+       coalesce(current_setting('pgjobq.lock_mark', true), '') = ''
 )sql"};
 inline constexpr pg::Statement kCommit{"pgjobq_commit", "COMMIT"};
 inline constexpr pg::Statement kRollback{"pgjobq_rollback", "ROLLBACK"};

@@ -944,6 +944,186 @@ TEST_F(WorkerTest, ASessionEndedByTheServerSaysWhyInTheLog) {
   EXPECT_TRUE(said) << all;
 }
 
+// A transactional handler whose session the server ends (its idle
+// transaction past idle_in_transaction_session_timeout here) runs again on
+// a new session, and at last is given up on. The server's words are the
+// job's error: recorded once the worker holds the queue again, before the
+// job runs again or is given up on. The job used to say only "no error was
+// recorded: the worker died or lost its connection", the reason reaching
+// the log alone.
+TEST_F(WorkerTest, ASessionEndedByTheServerSaysWhyOnTheJob) {
+  PgConnPtr conn = connect();
+  test::exec(conn.get(), "ALTER DATABASE " + db_name() +
+                             " SET idle_in_transaction_session_timeout = "
+                             "'200ms'");
+  std::string q = queue("txidlejob");
+  // The server's words come while the session is idle, or as the error of
+  // the handler's next statement.
+  JobId idle = enqueue(conn.get(), q, json("idle"));
+  JobId then_query = enqueue(conn.get(), q, json("then a query"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 2;
+  std::atomic<int> runs{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    ++runs;
+    PQclear(PQexec(job.db, "SELECT 1"));
+    std::this_thread::sleep_for(milliseconds(600));
+    if (job.data == "then a query") PQclear(PQexec(job.db, "SELECT 2"));
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(
+      wait_until([&] { return state_of(then_query) == JobState::failed; }));
+  EXPECT_EQ(runs.load(), 4);
+  for (JobId id : {idle, then_query}) {
+    auto job = query_job(conn.get(), id);
+    EXPECT_EQ(job->state, JobState::failed);
+    ASSERT_TRUE(job->error);
+    EXPECT_TRUE(test::contains(*job->error, "gave up after 2 attempts"))
+        << *job->error;
+    EXPECT_TRUE(test::contains(*job->error, "idle-in-transaction timeout"))
+        << *job->error;
+    EXPECT_FALSE(test::contains(*job->error, "no error was recorded"))
+        << *job->error;
+  }
+}
+
+// The same for a session ended by pg_terminate_backend while a
+// transactional handler runs, with max_attempts 1: the job is given up on
+// at the first claim of the new session, and says why.
+TEST_F(WorkerTest, ATerminatedSessionSaysWhyOnTheJob) {
+  PgConnPtr conn = connect();
+  std::string q = queue("txterm");
+  JobId id = enqueue(conn.get(), q, json("x"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 1;
+  std::atomic<int> backend{0};
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    backend = PQbackendPID(job.db);
+    wait_until([&] { return job.stop.stop_requested(); }, milliseconds(30000));
+    return HandlerResult::complete(job.data);
+  });
+  ASSERT_TRUE(wait_until([&] { return backend.load() != 0; }));
+  test::exec(conn.get(), "SELECT pg_terminate_backend(" +
+                             std::to_string(backend.load()) + ")");
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == JobState::failed; }));
+  auto job = query_job(conn.get(), id);
+  ASSERT_TRUE(job->error);
+  EXPECT_TRUE(test::contains(*job->error, "administrator command"))
+      << *job->error;
+  EXPECT_FALSE(worker.finished());
+}
+
+// A handler that leaves a COPY unfinished on the worker's connection (in
+// either form of handler) fails its job, which says so; nothing the COPY
+// sent is kept, and the worker runs the next job. It used to say that the
+// handler "ended the worker's transaction" (transactional) or "left a
+// transaction open" (not).
+TEST_F(WorkerTest, AHandlerThatLeavesACopyUnfinishedIsToldSo) {
+  PgConnPtr conn = connect();
+  test::exec(conn.get(), "CREATE TABLE copied (x int)");
+  for (bool transactional : {false, true}) {
+    std::string q = queue(transactional ? "copytx" : "copy");
+    JobId in = enqueue(conn.get(), q, json("COPY copied FROM STDIN"));
+    JobId out = enqueue(conn.get(), q, json("COPY copied TO STDOUT"));
+    JobId fine = enqueue(conn.get(), q, json("fine"));
+    auto o = options({q});
+    o.transactional = transactional;
+    o.on_error = ErrorPolicy::retry;
+    o.max_attempts = 1;
+    BackgroundWorker worker(o, [&](const JobContext& job) {
+      if (job.data != "fine") {
+        PGresult* r = PQexec(job.db, job.data.get<std::string>().c_str());
+        if (PQresultStatus(r) == PGRES_COPY_IN) {
+          PQputCopyData(job.db, "1\n", 2);
+        }
+        PQclear(r);
+      }
+      return HandlerResult::complete("done");
+    });
+    ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }))
+        << transactional;
+    for (JobId id : {in, out}) {
+      auto job = query_job(conn.get(), id);
+      EXPECT_EQ(job->state, JobState::failed) << id.value;
+      EXPECT_TRUE(job->error &&
+                  test::contains(*job->error, "left a COPY unfinished"))
+          << transactional << ": " << job->error.value_or("(no error)");
+    }
+    EXPECT_FALSE(worker.finished());
+  }
+  EXPECT_EQ(query_value("SELECT count(*) FROM copied"), "0");
+}
+
+// A handler that sends a query and returns without reading its results
+// fails its job, which says so; a transactional handler's query goes with
+// its rolled-back transaction. It used to say that the handler "ended the
+// worker's transaction" (transactional) or "left a transaction open"
+// (not).
+TEST_F(WorkerTest, AHandlerThatLeavesAQuerysResultsUnreadIsToldSo) {
+  PgConnPtr conn = connect();
+  test::exec(conn.get(), "CREATE TABLE effects (job bigint)");
+  for (bool transactional : {false, true}) {
+    std::string q = queue(transactional ? "unreadtx" : "unread");
+    JobId unread = enqueue(conn.get(), q, json("unread"));
+    JobId fine = enqueue(conn.get(), q, json("fine"));
+    auto o = options({q});
+    o.transactional = transactional;
+    o.on_error = ErrorPolicy::retry;
+    o.max_attempts = 1;
+    BackgroundWorker worker(o, [&](const JobContext& job) {
+      if (job.data == "unread") {
+        std::string sql =
+            "INSERT INTO effects VALUES (" + std::to_string(job.id.value) + ")";
+        PQsendQuery(job.db, sql.c_str());
+      }
+      return HandlerResult::complete("done");
+    });
+    ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }))
+        << transactional;
+    auto job = query_job(conn.get(), unread);
+    EXPECT_EQ(job->state, JobState::failed);
+    EXPECT_TRUE(job->error &&
+                test::contains(*job->error, "left a query's results unread"))
+        << transactional << ": " << job->error.value_or("(no error)");
+    EXPECT_EQ(query_value("SELECT count(*) FROM effects WHERE job = " +
+                          std::to_string(unread.value)),
+              transactional ? "0" : "1");
+    EXPECT_FALSE(worker.finished());
+  }
+}
+
+// A transactional handler that runs RESET ALL resets the worker's
+// settings with its own, in the worker's transaction: its error says so
+// (the rollback gives them back, and the next job runs). It used to say
+// that the handler "ended the worker's transaction and began another".
+TEST_F(WorkerTest, ATransactionalHandlerThatRunsResetAllIsToldSo) {
+  PgConnPtr conn = connect();
+  std::string q = queue("txreset");
+  JobId reset = enqueue(conn.get(), q, json("RESET ALL"));
+  JobId fine = enqueue(conn.get(), q, json("fine"));
+  auto o = options({q});
+  o.transactional = true;
+  o.on_error = ErrorPolicy::retry;
+  o.max_attempts = 1;
+  BackgroundWorker worker(o, [&](const JobContext& job) {
+    if (job.data != "fine") {
+      PQclear(PQexec(job.db, job.data.get<std::string>().c_str()));
+    }
+    return HandlerResult::complete("done");
+  });
+  ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }));
+  auto job = query_job(conn.get(), reset);
+  EXPECT_EQ(job->state, JobState::failed);
+  EXPECT_TRUE(job->error && test::contains(*job->error, "RESET ALL") &&
+              !test::contains(*job->error, "began another"))
+      << job->error.value_or("(no error)");
+  EXPECT_FALSE(worker.finished());
+}
+
 TEST_F(WorkerTest, HandlerMayUseTheConnectionInAutocommit) {
   PgConnPtr conn = connect();
   PQclear(PQexec(conn.get(), "CREATE TABLE seen (job bigint)"));
