@@ -517,7 +517,8 @@ Error foreign_session_error(std::string_view queue, const DatabaseError& e) {
 }
 
 bool is_transient(const DatabaseError& e) {
-  return e.sqlstate() == "40P01" || e.sqlstate() == "40001";
+  return e.sqlstate() == "40P01" || e.sqlstate() == "40001" ||
+         e.sqlstate() == "57014";
 }
 
 std::vector<pg::Result> QueueSession::run_retrying(
@@ -530,7 +531,8 @@ std::vector<pg::Result> QueueSession::run_retrying(
     } catch (const DatabaseError& e) {
       end_failed_transaction();
       if (!is_transient(e) || attempt >= tries) throw;
-      if (attempt == 3) {
+      // An operator's cancel is said at once: it was asked for.
+      if (attempt == 3 || (e.sqlstate() == "57014" && attempt == 1)) {
         log(LogLevel::warning, queue_label(queue_) + ": " + e.what() +
                                    "; running the worker's transaction again");
       }

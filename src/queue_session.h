@@ -116,7 +116,10 @@ struct FlushResult {
 
 // Whether the server rolled a transaction back to break a deadlock or a
 // serialization conflict (under default_transaction_isolation =
-// serializable, say): it changed nothing and can simply run again.
+// serializable, say), or an operator cancelled its statement
+// (pg_cancel_backend, 57014: the worker's claims and commits run with no
+// statement_timeout, kSeekPlans): it changed nothing and can simply run
+// again.
 // pgjobq's own autocommit operations cannot deadlock with a worker
 // (docs/architecture.md, "Lock order"), but a caller's transaction, or a
 // transactional handler's, may combine them in any order.

@@ -212,7 +212,11 @@ class Runner {
           // in place (default_transaction_read_only and a reload: sessions
           // already open follow). Like a read-only session met on
           // reconnecting (check_session), it is waited out.
-          if (e.sqlstate() != "25006") throw;
+          // And query_canceled: an operator's pg_cancel_backend of one of
+          // the worker's own statements outside a claim or a commit
+          // (those run again in the session, run_retrying). A handler's
+          // statements are its own: their errors are the handler's.
+          if (e.sqlstate() != "25006" && e.sqlstate() != "57014") throw;
           reconnect_later(e);
         }
       }
