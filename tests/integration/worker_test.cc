@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -65,6 +66,42 @@ class WorkerTest : public test::DatabaseTest {
       if (query_job(conn.get(), id)->state != JobState::completed) return false;
     }
     return true;
+  }
+  // Jobs first, second (and, later, third) in queue `q`; while first's
+  // handler runs, an operator's open transaction cancels second, holding
+  // its row and the queue's progress row, so the worker's commit of first
+  // waits for it; `meanwhile` runs then, the operator's connection given.
+  // Then the operator commits: the worker must have served on, running
+  // first and third once each.
+  void outwait_an_operator(const std::string& q,
+                           const std::function<void(PGconn*)>& meanwhile) {
+    PgConnPtr conn = connect();
+    JobId first = enqueue(conn.get(), q, json("first"));
+    JobId second = enqueue(conn.get(), q, json("second"));
+    Gate go_on;
+    Journal journal;
+    BackgroundWorker worker(options({q}), [&](const JobContext& job) {
+      journal.add(job.data.get<std::string>());
+      if (job.id == first) go_on.wait();
+      return HandlerResult::complete(job.data);
+    });
+    ASSERT_TRUE(wait_until([&] { return journal.size() == 1; }));
+    PgConnPtr operator_conn = connect();
+    test::exec(operator_conn.get(), "BEGIN");
+    cancel(operator_conn.get(), second);
+    go_on.open();
+    meanwhile(operator_conn.get());
+    EXPECT_FALSE(worker.finished()) << "the worker stopped";
+    test::exec(operator_conn.get(), "COMMIT");
+    JobId third = enqueue(conn.get(), q, json("third"));
+    RedisLink redis(test::redis_url());
+    notify(redis, q);
+    EXPECT_TRUE(wait_until([&] { return all_completed({first, third}); }));
+    EXPECT_EQ(state_of(second), JobState::cancelled);
+    EXPECT_FALSE(worker.finished()) << "the worker stopped";
+    EXPECT_EQ(what_run_threw(worker), "");
+    EXPECT_EQ(journal.entries(), (std::vector<std::string>{"first", "third"}));
+    EXPECT_EQ(query_job(conn.get(), first)->attempts, 1);
   }
 };
 
@@ -1305,83 +1342,33 @@ TEST_F(WorkerTest, AStandbyOutwaitsTheDatabasesStatementTimeout) {
 // the running job's completion lost with it.
 TEST_F(WorkerTest, AnOperatorsOpenTransactionOutwaitsTheDatabasesTimeouts) {
   PgConnPtr conn = connect();
-  std::string q = queue("operator-wait");
   test::exec(conn.get(), "ALTER DATABASE \"" + db_name() +
                              "\" SET statement_timeout = '300ms'");
   test::exec(conn.get(),
              "ALTER DATABASE \"" + db_name() + "\" SET lock_timeout = '200ms'");
-  JobId first = enqueue(conn.get(), q, json("first"));
-  JobId second = enqueue(conn.get(), q, json("second"));
-  Gate go_on;
-  Journal journal;
-  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
-    journal.add(job.data.get<std::string>());
-    if (job.id == first) go_on.wait();
-    return HandlerResult::complete(job.data);
+  outwait_an_operator(queue("operator-wait"), [](PGconn*) {
+    std::this_thread::sleep_for(milliseconds(1000));
   });
-  ASSERT_TRUE(wait_until([&] { return journal.size() == 1; }));
-  PgConnPtr operator_conn = connect();
-  test::exec(operator_conn.get(), "BEGIN");
-  cancel(operator_conn.get(), second);
-  go_on.open();
-  std::this_thread::sleep_for(milliseconds(1000));
-  EXPECT_FALSE(worker.finished()) << "the worker stopped";
-  test::exec(operator_conn.get(), "COMMIT");
-  JobId third = enqueue(conn.get(), q, json("third"));
-  RedisLink redis(test::redis_url());
-  notify(redis, q);
-  EXPECT_TRUE(wait_until([&] { return all_completed({first, third}); }));
-  EXPECT_EQ(state_of(second), JobState::cancelled);
-  EXPECT_FALSE(worker.finished()) << "the worker stopped";
-  EXPECT_EQ(what_run_threw(worker), "");
-  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"first", "third"}));
-  EXPECT_EQ(query_job(conn.get(), first)->attempts, 1);
 }
 
 // An operator's pg_cancel_backend of the worker's commit, waiting behind
-// the operator's own open transaction: the commit runs again in the same
-// session, the queue kept and no job run twice. (Before: 57014 stopped the
-// worker, exit 1, for the gentlest tool an operator has.)
+// the operator's own open transaction (twice): the commit runs again in
+// the same session, the queue kept and no job run twice. (Before: 57014
+// stopped the worker, exit 1, for the gentlest tool an operator has.)
 TEST_F(WorkerTest, AnOperatorsCancelOfTheWorkersCommitIsRunAgain) {
-  PgConnPtr conn = connect();
-  std::string q = queue("operator-cancel");
-  JobId first = enqueue(conn.get(), q, json("first"));
-  JobId second = enqueue(conn.get(), q, json("second"));
-  Gate go_on;
-  Journal journal;
-  BackgroundWorker worker(options({q}), [&](const JobContext& job) {
-    journal.add(job.data.get<std::string>());
-    if (job.id == first) go_on.wait();
-    return HandlerResult::complete(job.data);
-  });
-  ASSERT_TRUE(wait_until([&] { return journal.size() == 1; }));
-  PgConnPtr operator_conn = connect();
-  test::exec(operator_conn.get(), "BEGIN");
-  cancel(operator_conn.get(), second);
-  go_on.open();
-  std::string waiting =
-      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-      "AND wait_event_type = 'Lock' AND pid <> " +
-      std::to_string(PQbackendPID(operator_conn.get()));
-  ASSERT_TRUE(wait_until([&] { return !query_value(waiting).empty(); }));
-  for (int i = 0; i < 2; ++i) {
+  outwait_an_operator(queue("operator-cancel"), [&](PGconn* op) {
+    std::string waiting =
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> " +
+        std::to_string(PQbackendPID(op));
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(wait_until([&] { return !query_value(waiting).empty(); }));
+      EXPECT_EQ(
+          query_value("SELECT pg_cancel_backend(pid) FROM (" + waiting + ") w"),
+          "t");
+    }
     ASSERT_TRUE(wait_until([&] { return !query_value(waiting).empty(); }));
-    EXPECT_EQ(
-        query_value("SELECT pg_cancel_backend(pid) FROM (" + waiting + ") w"),
-        "t");
-  }
-  ASSERT_TRUE(wait_until([&] { return !query_value(waiting).empty(); }));
-  EXPECT_FALSE(worker.finished()) << "the worker stopped";
-  test::exec(operator_conn.get(), "COMMIT");
-  JobId third = enqueue(conn.get(), q, json("third"));
-  RedisLink redis(test::redis_url());
-  notify(redis, q);
-  EXPECT_TRUE(wait_until([&] { return all_completed({first, third}); }));
-  EXPECT_EQ(state_of(second), JobState::cancelled);
-  EXPECT_FALSE(worker.finished()) << "the worker stopped";
-  EXPECT_EQ(what_run_threw(worker), "");
-  EXPECT_EQ(journal.entries(), (std::vector<std::string>{"first", "third"}));
-  EXPECT_EQ(query_job(conn.get(), first)->attempts, 1);
+  });
 }
 
 // PostgreSQL's notices and warnings on a worker's session (the handler's
