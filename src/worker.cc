@@ -671,13 +671,19 @@ class Runner {
   // the log, and a job given up on says "no error was recorded".
   void remember_lost_run(QueueSession& s, const ClaimedJob& job,
                          const std::string& lost) {
-    std::string said = s.farewell();
+    std::string said = server_said(s);
     lost_run_ = LostRun{
         job.id, job.attempt,
-        said.empty()
-            ? lost
-            : "connection to PostgreSQL lost while it ran (the server: " +
-                  said + ")"};
+        said.empty() ? lost
+                     : "connection to PostgreSQL lost while it ran" + said};
+  }
+
+  // " (the server: its words)" if the server said why it ended the
+  // session (idle_in_transaction_session_timeout ending a transactional
+  // handler's idle transaction, a terminated backend), else "".
+  static std::string server_said(QueueSession& s) {
+    std::string said = s.farewell();
+    return said.empty() ? said : " (the server: " + said + ")";
   }
 
   // In a new session holding the queue, before its first claim: notes on
@@ -820,18 +826,13 @@ class Runner {
                                                               started)
             .count());
     smooth(average_us_, elapsed_us);
-    // The server's last words say why (idle_in_transaction_session_timeout
-    // ending a transactional handler's idle transaction, a terminated
-    // backend): in the log, or no one learns it.
-    auto why = [&s] {
-      std::string said = s.farewell();
-      return said.empty() ? said : " (the server: " + said + ")";
-    };
+    // The server's last words say why: in the log and on the job, or no
+    // one learns it.
     if (session_lost || !s.alive()) {
       remember_lost_run(s, job, "connection to PostgreSQL lost while it ran");
       throw ConnectionError(
           "connection to PostgreSQL lost while " + describe(job) + " ran" +
-          why() +
+          server_said(s) +
           (session_lost ? "; its handler was stopped, and the job runs again"
                         : ""));
     }

@@ -67,6 +67,28 @@ class WorkerTest : public test::DatabaseTest {
     }
     return true;
   }
+  // Jobs `data`, then "fine", in queue `q`, each given one attempt under
+  // the retry policy and run by `handler` (which must pass "fine"); once
+  // "fine" has completed, `jobs` holds the jobs before it as stored. The
+  // worker must still serve.
+  void run_then_fine(const std::string& q, bool transactional,
+                     const std::vector<std::string>& data, Handler handler,
+                     std::vector<Job>& jobs) {
+    PgConnPtr conn = connect();
+    std::vector<JobId> ids;
+    for (const std::string& d : data)
+      ids.push_back(enqueue(conn.get(), q, json(d)));
+    JobId fine = enqueue(conn.get(), q, json("fine"));
+    WorkerOptions o = options({q});
+    o.transactional = transactional;
+    o.on_error = ErrorPolicy::retry;
+    o.max_attempts = 1;
+    BackgroundWorker worker(o, std::move(handler));
+    ASSERT_TRUE(wait_until([&] { return all_completed({fine}); })) << q;
+    jobs.clear();
+    for (JobId id : ids) jobs.push_back(*query_job(conn.get(), id));
+    EXPECT_FALSE(worker.finished()) << q;
+  }
   // Jobs first, second (and, later, third) in queue `q`; while first's
   // handler runs, an operator's open transaction cancels second, holding
   // its row and the queue's progress row, so the worker's commit of first
@@ -1063,34 +1085,27 @@ TEST_F(WorkerTest, AHandlerThatLeavesACopyUnfinishedIsToldSo) {
   PgConnPtr conn = connect();
   test::exec(conn.get(), "CREATE TABLE copied (x int)");
   for (bool transactional : {false, true}) {
-    std::string q = queue(transactional ? "copytx" : "copy");
-    JobId in = enqueue(conn.get(), q, json("COPY copied FROM STDIN"));
-    JobId out = enqueue(conn.get(), q, json("COPY copied TO STDOUT"));
-    JobId fine = enqueue(conn.get(), q, json("fine"));
-    auto o = options({q});
-    o.transactional = transactional;
-    o.on_error = ErrorPolicy::retry;
-    o.max_attempts = 1;
-    BackgroundWorker worker(o, [&](const JobContext& job) {
-      if (job.data != "fine") {
-        PGresult* r = PQexec(job.db, job.data.get<std::string>().c_str());
-        if (PQresultStatus(r) == PGRES_COPY_IN) {
-          PQputCopyData(job.db, "1\n", 2);
-        }
-        PQclear(r);
-      }
-      return HandlerResult::complete("done");
-    });
-    ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }))
-        << transactional;
-    for (JobId id : {in, out}) {
-      auto job = query_job(conn.get(), id);
-      EXPECT_EQ(job->state, JobState::failed) << id.value;
-      EXPECT_TRUE(job->error &&
-                  test::contains(*job->error, "left a COPY unfinished"))
-          << transactional << ": " << job->error.value_or("(no error)");
+    std::vector<Job> jobs;
+    ASSERT_NO_FATAL_FAILURE(run_then_fine(
+        queue(transactional ? "copytx" : "copy"), transactional,
+        {"COPY copied FROM STDIN", "COPY copied TO STDOUT"},
+        [](const JobContext& job) {
+          if (job.data != "fine") {
+            PGresult* r = PQexec(job.db, job.data.get<std::string>().c_str());
+            if (PQresultStatus(r) == PGRES_COPY_IN) {
+              PQputCopyData(job.db, "1\n", 2);
+            }
+            PQclear(r);
+          }
+          return HandlerResult::complete("done");
+        },
+        jobs));
+    for (const Job& job : jobs) {
+      EXPECT_EQ(job.state, JobState::failed) << job.id.value;
+      EXPECT_TRUE(job.error &&
+                  test::contains(*job.error, "left a COPY unfinished"))
+          << transactional << ": " << job.error.value_or("(no error)");
     }
-    EXPECT_FALSE(worker.finished());
   }
   EXPECT_EQ(query_value("SELECT count(*) FROM copied"), "0");
 }
@@ -1104,32 +1119,26 @@ TEST_F(WorkerTest, AHandlerThatLeavesAQuerysResultsUnreadIsToldSo) {
   PgConnPtr conn = connect();
   test::exec(conn.get(), "CREATE TABLE effects (job bigint)");
   for (bool transactional : {false, true}) {
-    std::string q = queue(transactional ? "unreadtx" : "unread");
-    JobId unread = enqueue(conn.get(), q, json("unread"));
-    JobId fine = enqueue(conn.get(), q, json("fine"));
-    auto o = options({q});
-    o.transactional = transactional;
-    o.on_error = ErrorPolicy::retry;
-    o.max_attempts = 1;
-    BackgroundWorker worker(o, [&](const JobContext& job) {
-      if (job.data == "unread") {
-        std::string sql =
-            "INSERT INTO effects VALUES (" + std::to_string(job.id.value) + ")";
-        PQsendQuery(job.db, sql.c_str());
-      }
-      return HandlerResult::complete("done");
-    });
-    ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }))
-        << transactional;
-    auto job = query_job(conn.get(), unread);
-    EXPECT_EQ(job->state, JobState::failed);
-    EXPECT_TRUE(job->error &&
-                test::contains(*job->error, "left a query's results unread"))
-        << transactional << ": " << job->error.value_or("(no error)");
+    std::vector<Job> jobs;
+    ASSERT_NO_FATAL_FAILURE(run_then_fine(
+        queue(transactional ? "unreadtx" : "unread"), transactional, {"unread"},
+        [](const JobContext& job) {
+          if (job.data == "unread") {
+            std::string sql = "INSERT INTO effects VALUES (" +
+                              std::to_string(job.id.value) + ")";
+            PQsendQuery(job.db, sql.c_str());
+          }
+          return HandlerResult::complete("done");
+        },
+        jobs));
+    const Job& job = jobs.at(0);
+    EXPECT_EQ(job.state, JobState::failed);
+    EXPECT_TRUE(job.error &&
+                test::contains(*job.error, "left a query's results unread"))
+        << transactional << ": " << job.error.value_or("(no error)");
     EXPECT_EQ(query_value("SELECT count(*) FROM effects WHERE job = " +
-                          std::to_string(unread.value)),
+                          std::to_string(job.id.value)),
               transactional ? "0" : "1");
-    EXPECT_FALSE(worker.finished());
   }
 }
 
@@ -1138,27 +1147,21 @@ TEST_F(WorkerTest, AHandlerThatLeavesAQuerysResultsUnreadIsToldSo) {
 // (the rollback gives them back, and the next job runs). It used to say
 // that the handler "ended the worker's transaction and began another".
 TEST_F(WorkerTest, ATransactionalHandlerThatRunsResetAllIsToldSo) {
-  PgConnPtr conn = connect();
-  std::string q = queue("txreset");
-  JobId reset = enqueue(conn.get(), q, json("RESET ALL"));
-  JobId fine = enqueue(conn.get(), q, json("fine"));
-  auto o = options({q});
-  o.transactional = true;
-  o.on_error = ErrorPolicy::retry;
-  o.max_attempts = 1;
-  BackgroundWorker worker(o, [&](const JobContext& job) {
-    if (job.data != "fine") {
-      PQclear(PQexec(job.db, job.data.get<std::string>().c_str()));
-    }
-    return HandlerResult::complete("done");
-  });
-  ASSERT_TRUE(wait_until([&] { return all_completed({fine}); }));
-  auto job = query_job(conn.get(), reset);
-  EXPECT_EQ(job->state, JobState::failed);
-  EXPECT_TRUE(job->error && test::contains(*job->error, "RESET ALL") &&
-              !test::contains(*job->error, "began another"))
-      << job->error.value_or("(no error)");
-  EXPECT_FALSE(worker.finished());
+  std::vector<Job> jobs;
+  ASSERT_NO_FATAL_FAILURE(run_then_fine(
+      queue("txreset"), true, {"RESET ALL"},
+      [](const JobContext& job) {
+        if (job.data != "fine") {
+          PQclear(PQexec(job.db, job.data.get<std::string>().c_str()));
+        }
+        return HandlerResult::complete("done");
+      },
+      jobs));
+  const Job& job = jobs.at(0);
+  EXPECT_EQ(job.state, JobState::failed);
+  EXPECT_TRUE(job.error && test::contains(*job.error, "RESET ALL") &&
+              !test::contains(*job.error, "began another"))
+      << job.error.value_or("(no error)");
 }
 
 TEST_F(WorkerTest, HandlerMayUseTheConnectionInAutocommit) {
